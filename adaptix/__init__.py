@@ -1,0 +1,63 @@
+"""adaptix: composable adaptive gradient transformations for JAX, built on Optax.
+
+Every classic optimizer is a short :func:`chain` of primitives, each an
+``optax.GradientTransformationExtraArgs``::
+
+    adam = chain(trace(b1, ema=True),
+                 scale_by_rms(b2, eps, eps_in_sqrt=False, bias_correction=True),
+                 bias_correction(b1),
+                 scale_by_learning_rate(lr))
+"""
+
+__version__ = "0.1.0"
+
+from adaptix._alias import adadelta as adadelta
+from adaptix._alias import adagrad as adagrad
+from adaptix._alias import adam as adam
+from adaptix._alias import adamax as adamax
+from adaptix._alias import adamw as adamw
+from adaptix._alias import amsgrad as amsgrad
+from adaptix._alias import lion as lion
+from adaptix._alias import nadam as nadam
+from adaptix._alias import nadamw as nadamw
+from adaptix._alias import radam as radam
+from adaptix._alias import rmsprop as rmsprop
+from adaptix._alias import rprop as rprop
+from adaptix._alias import sgd as sgd
+from adaptix._alias import sign_sgd as sign_sgd
+from adaptix._alias import signum as signum
+from adaptix._base import CountState as CountState
+from adaptix._base import EmptyState as EmptyState
+from adaptix._base import Transformation as Transformation
+from adaptix._combine import chain as chain
+from adaptix._correction import bias_correction as bias_correction
+from adaptix._delta import ScaleByRpropState as ScaleByRpropState
+from adaptix._delta import ScaleByUpdateRmsState as ScaleByUpdateRmsState
+from adaptix._delta import scale_by_rprop as scale_by_rprop
+from adaptix._delta import scale_by_update_rms as scale_by_update_rms
+from adaptix._momentum import EmaState as EmaState
+from adaptix._momentum import LionMomentumState as LionMomentumState
+from adaptix._momentum import NesterovEmaState as NesterovEmaState
+from adaptix._momentum import TraceState as TraceState
+from adaptix._momentum import ema as ema
+from adaptix._momentum import lion_momentum as lion_momentum
+from adaptix._momentum import nesterov_ema as nesterov_ema
+from adaptix._momentum import trace as trace
+from adaptix._moments import ScaleByInfNormState as ScaleByInfNormState
+from adaptix._moments import ScaleByMaxRmsState as ScaleByMaxRmsState
+from adaptix._moments import ScaleByRmsState as ScaleByRmsState
+from adaptix._moments import ScaleByRssState as ScaleByRssState
+from adaptix._moments import ScaleByStddevState as ScaleByStddevState
+from adaptix._moments import scale_by_inf_norm as scale_by_inf_norm
+from adaptix._moments import scale_by_max_rms as scale_by_max_rms
+from adaptix._moments import scale_by_rectified_rms as scale_by_rectified_rms
+from adaptix._moments import scale_by_rms as scale_by_rms
+from adaptix._moments import scale_by_rss as scale_by_rss
+from adaptix._moments import scale_by_stddev as scale_by_stddev
+from adaptix._scale import AddDecayedWeightsState as AddDecayedWeightsState
+from adaptix._scale import ScaleByScheduleState as ScaleByScheduleState
+from adaptix._scale import add_decayed_weights as add_decayed_weights
+from adaptix._scale import clip_by_sign as clip_by_sign
+from adaptix._scale import scale as scale
+from adaptix._scale import scale_by_learning_rate as scale_by_learning_rate
+from adaptix._scale import scale_by_sign as scale_by_sign

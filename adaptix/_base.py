@@ -1,0 +1,155 @@
+"""The transformation type, the ``grad`` keyword protocol and shared helpers.
+
+An adaptix transformation is an :class:`optax.GradientTransformationExtraArgs`
+(so every Optax combinator and Flax accepts it) whose ``update`` also takes an
+optional keyword ``grad``: the gradient that entered the enclosing
+:func:`adaptix.chain`. Statistic stages (second moments, running maxima, sign
+agreement) measure ``grad`` and rescale their input; stages used alone measure
+their input.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Updates = Any
+Params = Any
+
+
+class Transformation(optax.GradientTransformationExtraArgs):
+    """An Optax ``GradientTransformationExtraArgs`` that understands ``grad=``.
+
+    It is a plain ``(init, update)`` named tuple, so it can be used wherever
+    Optax expects a gradient transformation. :func:`adaptix.chain` hands
+    ``grad`` only to stages of this type; any other Optax transformation in a
+    chain receives the remaining extra keywords unchanged.
+    """
+
+    __slots__ = ()
+
+
+class EmptyState(NamedTuple):
+    """State of a stateless transformation."""
+
+
+class CountState(NamedTuple):
+    """A saturating step counter (int32)."""
+
+    count: jax.Array
+
+
+def init_empty_state(params: Params) -> EmptyState:
+    del params
+    return EmptyState()
+
+
+def zero_count() -> jax.Array:
+    return jnp.zeros([], jnp.int32)
+
+
+def safe_increment(count: jax.Array) -> jax.Array:
+    """``count + 1``, saturating at the dtype's maximum instead of overflowing."""
+    return optax.safe_increment(count)
+
+
+def scalar_dtype(tree: Any) -> jnp.dtype:
+    """The dtype used for per-step scalars such as ``decay ** t``.
+
+    float32, or wider when the tree holds wider floating leaves (float64 under
+    ``jax_enable_x64``): ``decay ** t`` is never computed in bf16/f16, where
+    ``0.999 ** t`` rounds to 1 and the correction divides by zero.
+    """
+    dtype = jnp.dtype(jnp.float32)
+    for leaf in jax.tree.leaves(tree):
+        leaf_dtype = jnp.result_type(leaf)
+        if jnp.issubdtype(leaf_dtype, jnp.complexfloating):
+            leaf_dtype = jnp.finfo(leaf_dtype).dtype
+        if jnp.issubdtype(leaf_dtype, jnp.floating) and jnp.finfo(leaf_dtype).bits > jnp.finfo(dtype).bits:
+            dtype = jnp.dtype(leaf_dtype)
+    return dtype
+
+
+def power(decay: Any, count: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    """``decay ** count`` in ``dtype`` (float32 or wider)."""
+    return jnp.asarray(decay, dtype) ** count.astype(dtype)
+
+
+def abs_sq(x: jax.Array) -> jax.Array:
+    """``|x|**2``: the squared modulus, real for complex ``x``."""
+    return optax.abs_sq(x) if jnp.iscomplexobj(x) else jnp.square(x)
+
+
+def tree_zeros_like(tree: Any, dtype: Any = None) -> Any:
+    return jax.tree.map(lambda x: jnp.zeros_like(x, dtype=dtype), tree)
+
+
+def tree_real_full_like(tree: Any, value: Any) -> Any:
+    """Arrays filled with ``value``, real even where ``tree`` is complex.
+
+    Second moments of complex parameters are moments of ``|g|**2`` and live in
+    the matching real dtype.
+    """
+
+    def full(x):
+        dtype = jnp.result_type(x)
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            dtype = jnp.finfo(dtype).dtype
+        return jnp.full(jnp.shape(x), value, dtype)
+
+    return jax.tree.map(full, tree)
+
+
+def cast_like(tree: Any, like: Any) -> Any:
+    """Casts every leaf of ``tree`` to the dtype of the matching leaf of ``like``."""
+    return jax.tree.map(lambda x, y: jnp.asarray(x).astype(jnp.result_type(y)), tree, like)
+
+
+def cast_to(tree: Any, dtype: Any) -> Any:
+    if dtype is None:
+        return tree
+    return jax.tree.map(lambda x: x.astype(dtype), tree)
+
+
+def check_same_structure(tree: Any, other: Any, name: str, other_name: str) -> None:
+    """Raises ``ValueError`` naming both structures when two trees differ.
+
+    Runs at trace time only (it looks at tree structure, not values).
+    """
+    tree_def = jax.tree.structure(tree)
+    other_def = jax.tree.structure(other)
+    if tree_def != other_def:
+        raise ValueError(
+            f"The {name} tree does not match the {other_name} tree.\n"
+            f"  {name}: {tree_def}\n  {other_name}: {other_def}"
+        )
+
+
+def measured(updates: Updates, grad: Updates | None) -> Updates:
+    """The gradient a statistic stage measures: ``grad`` if given, else its input."""
+    if grad is None:
+        return updates
+    check_same_structure(updates, grad, "updates", "grad")
+    return grad
+
+
+def real_dtype_of(dtype: Any) -> jnp.dtype:
+    dtype = jnp.dtype(dtype)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        return jnp.finfo(dtype).dtype
+    return dtype
+
+
+ScalarOrSchedule = float | jax.Array | Callable[[jax.Array], jax.Array]
+
+
+def check_matches_state(updates: Updates, state_tree: Any, owner: str) -> None:
+    """Raises ``ValueError`` when the updates do not match the state's tree.
+
+    This catches the common mistake of updating with gradients of a different
+    model (or a differently nested tree) than the one the state was built for.
+    """
+    check_same_structure(updates, state_tree, f"{owner}: updates", "optimizer state")

@@ -1,0 +1,171 @@
+"""Stages that adapt to the history of their own *steps*: AdaDelta, Rprop."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from adaptix import _validate as v
+from adaptix._base import (
+    Transformation,
+    abs_sq,
+    cast_like,
+    check_matches_state,
+    measured,
+    tree_real_full_like,
+    tree_zeros_like,
+)
+
+
+class ScaleByUpdateRmsState(NamedTuple):
+    """EMA of the squared outputs (AdaDelta's :math:`E[\\Delta x^2]`)."""
+
+    e_x: Any
+
+
+def scale_by_update_rms(rho: float = 0.9, eps: float = 1e-6) -> Transformation:
+    r"""Multiplies the input by the RMS of this stage's own past outputs (AdaDelta's numerator).
+
+    .. math::
+
+        \Delta_t = u_t \sqrt{E[\Delta^2]_{t-1} + \epsilon}, \qquad
+        E[\Delta^2]_t = \rho\, E[\Delta^2]_{t-1} + (1-\rho)\, |\Delta_t|^2.
+
+    After :func:`scale_by_rms` (which supplies :math:`g_t/\sqrt{E[g^2]_t+\epsilon}`)
+    this restores the units of the parameters, so that no learning rate is
+    needed: AdaDelta is ``chain(scale_by_rms(rho, eps),
+    scale_by_update_rms(rho, eps), scale_by_learning_rate(1.0))``.
+
+    Args:
+      rho: :math:`\rho \in [0, 1)`.
+      eps: ``>= 0``; it also sets the size of the first steps,
+        :math:`\sqrt{\epsilon}` times the normalised gradient.
+
+    Example:
+      >>> import jax.numpy as jnp, adaptix
+      >>> opt = adaptix.scale_by_update_rms(eps=0.25)
+      >>> opt.update(jnp.ones(1), opt.init(jnp.zeros(1)))[0]  # 1 * sqrt(0 + 0.25)
+      Array([0.5], dtype=float32)
+
+    References:
+      Zeiler, 2012, ADADELTA: An Adaptive Learning Rate Method,
+      https://arxiv.org/abs/1212.5701
+    """
+    owner = "scale_by_update_rms"
+    v.check_decay(owner, "rho", rho)
+    v.check_nonnegative(owner, "eps", eps)
+
+    def init(params):
+        return ScaleByUpdateRmsState(e_x=tree_real_full_like(params, 0.0))
+
+    def update(updates, state, params=None, **extra):
+        del params, extra
+        check_matches_state(updates, state.e_x, owner)
+        out = jax.tree.map(lambda u, e: (u * jnp.sqrt(e + eps)).astype(u.dtype), updates, state.e_x)
+        e_x = jax.tree.map(lambda d, e: (1.0 - rho) * abs_sq(d) + rho * e, out, state.e_x)
+        return out, ScaleByUpdateRmsState(e_x=cast_like(e_x, state.e_x))
+
+    return Transformation(init, update)
+
+
+class ScaleByRpropState(NamedTuple):
+    """Per-coordinate step sizes and the previous gradient (zeroed after a sign flip)."""
+
+    step_sizes: Any
+    prev_grad: Any
+
+
+def scale_by_rprop(
+    learning_rate: float,
+    eta_minus: float = 0.5,
+    eta_plus: float = 1.2,
+    min_step_size: float = 1e-6,
+    max_step_size: float = 50.0,
+) -> Transformation:
+    r"""Rprop: a per-coordinate step size that grows while the gradient keeps its sign.
+
+    With :math:`s = \operatorname{sign}(g_t\, g_{t-1})`:
+
+    .. math::
+
+        \Delta_t = \operatorname{clip}\big(\Delta_{t-1}\cdot
+            \{\eta_+ \text{ if } s>0;\ \eta_- \text{ if } s<0;\ 1 \text{ if } s=0\},
+            \ \Delta_{\min}, \Delta_{\max}\big), \\
+        \text{out}_t = \operatorname{sign}(u_t)\, \Delta_t \ \ (0 \text{ where } s<0), \qquad
+        g_t \leftarrow 0 \text{ where } s<0 \ \text{(stored as the previous gradient)}.
+
+    The sign agreement is measured on ``grad``; the output takes the sign of
+    the input. Follow with ``scale(-1.0)`` to descend (the learning rate is the
+    initial step size and lives in the state).
+
+    Args:
+      learning_rate: the initial step size :math:`\Delta_0 \ge 0`.
+      eta_minus: shrink factor, :math:`0 < \eta_- < 1`.
+      eta_plus: growth factor, :math:`\eta_+ > 1`.
+      min_step_size: :math:`0 < \Delta_{\min} \le \Delta_{\max}`.
+      max_step_size: :math:`\Delta_{\max}`.
+
+    Example:
+      >>> import jax.numpy as jnp, adaptix
+      >>> opt = adaptix.scale_by_rprop(0.1)
+      >>> s = opt.init(jnp.zeros(1))
+      >>> u, s = opt.update(jnp.ones(1), s)
+      >>> u, s = opt.update(jnp.ones(1), s)
+      >>> u  # same sign twice: 0.1 * 1.2
+      Array([0.12], dtype=float32)
+
+    Note:
+      Equals ``torch.optim.Rprop`` exactly (the first step is already
+      :math:`\Delta_0`, and the step sizes are clipped at every step).
+      ``optax.scale_by_rprop`` applies each step one step late: its first
+      update is zero and update :math:`t+1` is PyTorch's update :math:`t`.
+
+    References:
+      Riedmiller & Braun, 1993, https://doi.org/10.1109/ICNN.1993.298623
+    """
+    owner = "scale_by_rprop"
+    v.check_rate(owner, "learning_rate", learning_rate)
+    if callable(learning_rate):
+        raise TypeError(f"{owner}: learning_rate is Rprop's initial step size and cannot be a schedule.")
+    v.check_range(owner, "eta_minus", eta_minus, 0.0, 1.0, low_open=True, high_open=True)
+    v.check_range(owner, "eta_plus", eta_plus, 1.0, low_open=True)
+    v.check_range(owner, "min_step_size", min_step_size, 0.0, low_open=True)
+    v.check_range(owner, "max_step_size", max_step_size, 0.0, low_open=True)
+    if not any(isinstance(x, jax.core.Tracer) for x in (min_step_size, max_step_size)):
+        if float(min_step_size) > float(max_step_size):
+            raise ValueError(
+                f"{owner}: min_step_size must be <= max_step_size, got "
+                f"min_step_size={min_step_size!r} > max_step_size={max_step_size!r}."
+            )
+
+    def init(params):
+        return ScaleByRpropState(
+            step_sizes=tree_real_full_like(params, learning_rate),
+            prev_grad=tree_zeros_like(params),
+        )
+
+    def update(updates, state, params=None, *, grad=None, **extra):
+        del params, extra
+        g = measured(updates, grad)
+        check_matches_state(g, state.prev_grad, owner)
+        agreement = jax.tree.map(lambda x, p: jnp.sign(x * p), g, state.prev_grad)
+        factors = jax.tree.map(
+            lambda s: jnp.where(s > 0, eta_plus, jnp.where(s < 0, eta_minus, 1.0)), agreement
+        )
+        step_sizes = jax.tree.map(
+            lambda d, f: jnp.clip(d * f, min_step_size, max_step_size), state.step_sizes, factors
+        )
+        out = jax.tree.map(
+            lambda u, s, d: jnp.where(s < 0, 0.0, jnp.sign(u) * d).astype(u.dtype),
+            updates, agreement, step_sizes,
+        )
+        prev_grad = jax.tree.map(lambda x, s: jnp.where(s < 0, 0.0, x), g, agreement)
+        new_state = ScaleByRpropState(
+            step_sizes=cast_like(step_sizes, state.step_sizes),
+            prev_grad=cast_like(prev_grad, state.prev_grad),
+        )
+        return out, new_state
+
+    return Transformation(init, update)

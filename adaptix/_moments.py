@@ -1,0 +1,485 @@
+"""Statistic stages: rescale their input by a statistic of the measured gradient.
+
+Each stage measures ``grad`` (the gradient entering the enclosing
+:func:`adaptix.chain`), or its own input when used alone, and multiplies its
+input by a per-coordinate scale. Because the rescaling is linear in the input,
+a momentum stage may stand before it (Adam) or after it (RMSProp with momentum).
+Second moments of complex gradients are moments of :math:`|g|^2`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from adaptix import _validate as v
+from adaptix._base import (
+    Transformation,
+    abs_sq,
+    cast_like,
+    check_matches_state,
+    measured,
+    power,
+    safe_increment,
+    scalar_dtype,
+    tree_real_full_like,
+    tree_zeros_like,
+    zero_count,
+)
+
+
+def _inverse_rms(nu_hat, eps, eps_root, eps_in_sqrt):
+    """``1 / sqrt(nu_hat + eps_root + eps)`` or ``1 / (sqrt(nu_hat + eps_root) + eps)``."""
+    if eps_in_sqrt:
+        return jax.lax.rsqrt(nu_hat + (eps + eps_root))
+    return 1.0 / (jnp.sqrt(nu_hat + eps_root) + eps)
+
+
+def _rescale(updates, scales):
+    """``updates * scales`` leaf by leaf, keeping the updates' dtypes."""
+    return jax.tree.map(lambda u, s: (u * s).astype(u.dtype), updates, scales)
+
+
+class ScaleByRmsState(NamedTuple):
+    """Step count and EMA of squared gradients."""
+
+    count: jax.Array
+    nu: Any
+
+
+def scale_by_rms(
+    decay: float = 0.9,
+    eps: float = 1e-8,
+    initial_scale: float = 0.0,
+    eps_in_sqrt: bool = True,
+    bias_correction: bool = False,
+    *,
+    eps_root: float = 0.0,
+) -> Transformation:
+    r"""Divides the input by the root mean square of the gradient (RMSProp).
+
+    .. math::
+
+        v_t = \beta v_{t-1} + (1-\beta)\, |g_t|^2, \qquad
+        \hat v_t = v_t / (1-\beta^t)\ \text{(if bias\_correction)}, \\
+        \text{out} = \frac{u_t}{\sqrt{\hat v_t + \epsilon}} \ \ \text{(eps\_in\_sqrt)}
+        \quad\text{or}\quad \frac{u_t}{\sqrt{\hat v_t + \epsilon_{root}} + \epsilon}.
+
+    :math:`g_t` is the gradient entering the chain (``grad``), :math:`u_t` this
+    stage's input. Adam is ``chain(trace(b1, ema=True), scale_by_rms(b2, eps,
+    eps_in_sqrt=False, bias_correction=True), bias_correction(b1), lr)``.
+
+    Args:
+      decay: :math:`\beta \in [0, 1)`.
+      eps: added inside or outside the square root, ``>= 0``.
+      initial_scale: initial value of :math:`v`, ``>= 0`` (TensorFlow uses 1.0).
+      eps_in_sqrt: ``True`` (Optax's RMSProp default) puts eps inside the root;
+        ``False`` puts it outside (Adam, PyTorch's RMSprop).
+      bias_correction: divide :math:`v_t` by :math:`1-\beta^t`.
+      eps_root: a further constant inside the root (Optax's Adam ``eps_root``).
+
+    Example:
+      >>> import jax.numpy as jnp, numpy as np, adaptix
+      >>> opt = adaptix.scale_by_rms(0.9, eps=0.0, bias_correction=True)
+      >>> np.asarray(opt.update(jnp.array([3.0, -0.5]), opt.init(jnp.zeros(2)))[0]).round(4)  # g / |g|
+      array([ 1., -1.], dtype=float32)
+
+    Note:
+      PyTorch's ``RMSprop`` puts eps outside the root (``eps_in_sqrt=False``);
+      Optax's default is inside. Both start from :math:`v_0 = 0`.
+
+    References:
+      Tieleman & Hinton, 2012, Lecture 6.5 of Neural Networks for Machine
+      Learning, https://www.cs.toronto.edu/~tijmen/csc321/slides/lecture_slides_lec6.pdf
+    """
+    owner = "scale_by_rms"
+    v.check_decay(owner, "decay", decay)
+    v.check_nonnegative(owner, "eps", eps)
+    v.check_nonnegative(owner, "initial_scale", initial_scale)
+    v.check_bool(owner, "eps_in_sqrt", eps_in_sqrt)
+    v.check_bool(owner, "bias_correction", bias_correction)
+    v.check_nonnegative(owner, "eps_root", eps_root)
+
+    def init(params):
+        return ScaleByRmsState(count=zero_count(), nu=tree_real_full_like(params, initial_scale))
+
+    def update(updates, state, params=None, *, grad=None, **extra):
+        del params, extra
+        g = measured(updates, grad)
+        check_matches_state(g, state.nu, owner)
+        nu = jax.tree.map(lambda x, n: (1.0 - decay) * abs_sq(x) + decay * n, g, state.nu)
+        count = safe_increment(state.count)
+        nu_hat = nu
+        if bias_correction:
+            correction = 1.0 - power(decay, count, scalar_dtype(nu))
+            nu_hat = jax.tree.map(lambda n: n / correction.astype(n.dtype), nu)
+        scales = jax.tree.map(lambda n: _inverse_rms(n, eps, eps_root, eps_in_sqrt), nu_hat)
+        return _rescale(updates, scales), ScaleByRmsState(count=count, nu=cast_like(nu, state.nu))
+
+    return Transformation(init, update)
+
+
+class ScaleByStddevState(NamedTuple):
+    """Step count, EMA of gradients and EMA of squared gradients."""
+
+    count: jax.Array
+    mu: Any
+    nu: Any
+
+
+def scale_by_stddev(
+    decay: float = 0.9,
+    eps: float = 1e-8,
+    initial_scale: float = 0.0,
+    eps_in_sqrt: bool = True,
+    bias_correction: bool = False,
+) -> Transformation:
+    r"""Divides the input by the gradient's standard deviation (centered RMSProp).
+
+    .. math::
+
+        m_t = \beta m_{t-1} + (1-\beta) g_t, \quad
+        v_t = \beta v_{t-1} + (1-\beta) |g_t|^2, \quad
+        \text{out} = \frac{u_t}{\sqrt{\hat v_t - |\hat m_t|^2 + \epsilon}}
+        \ \text{or}\ \frac{u_t}{\sqrt{\hat v_t - |\hat m_t|^2} + \epsilon}.
+
+    The variance estimate is clamped at 0, so rounding never yields a NaN.
+
+    Args:
+      decay: :math:`\beta \in [0, 1)`.
+      eps: added inside or outside the square root, ``>= 0``.
+      initial_scale: initial value of :math:`v`, ``>= 0``.
+      eps_in_sqrt: eps inside (Optax default) or outside (PyTorch) the root.
+      bias_correction: debias both moments by :math:`1-\beta^t`.
+
+    Example:
+      >>> import jax.numpy as jnp, adaptix
+      >>> opt = adaptix.scale_by_stddev(0.5, eps=1.0)
+      >>> opt.update(jnp.ones(1), opt.init(jnp.zeros(1)))[0]  # 1 / sqrt(0.5 - 0.25 + 1)
+      Array([0.8944272], dtype=float32)
+
+    Note:
+      Equals ``optax.scale_by_stddev`` and PyTorch's ``RMSprop(centered=True)``
+      (with ``eps_in_sqrt=False``) wherever the variance estimate is positive.
+
+    References:
+      Graves, 2013, Generating Sequences With Recurrent Neural Networks, eq. 38-41,
+      https://arxiv.org/abs/1308.0850
+    """
+    owner = "scale_by_stddev"
+    v.check_decay(owner, "decay", decay)
+    v.check_nonnegative(owner, "eps", eps)
+    v.check_nonnegative(owner, "initial_scale", initial_scale)
+    v.check_bool(owner, "eps_in_sqrt", eps_in_sqrt)
+    v.check_bool(owner, "bias_correction", bias_correction)
+
+    def init(params):
+        return ScaleByStddevState(
+            count=zero_count(),
+            mu=tree_zeros_like(params),
+            nu=tree_real_full_like(params, initial_scale),
+        )
+
+    def update(updates, state, params=None, *, grad=None, **extra):
+        del params, extra
+        g = measured(updates, grad)
+        check_matches_state(g, state.nu, owner)
+        mu = jax.tree.map(lambda x, m: (1.0 - decay) * x + decay * m, g, state.mu)
+        nu = jax.tree.map(lambda x, n: (1.0 - decay) * abs_sq(x) + decay * n, g, state.nu)
+        count = safe_increment(state.count)
+        mu_hat, nu_hat = mu, nu
+        if bias_correction:
+            correction = 1.0 - power(decay, count, scalar_dtype(nu))
+            mu_hat = jax.tree.map(lambda m: m / correction.astype(m.dtype), mu)
+            nu_hat = jax.tree.map(lambda n: n / correction.astype(n.dtype), nu)
+        variance = jax.tree.map(lambda m, n: jnp.maximum(n - abs_sq(m), 0.0), mu_hat, nu_hat)
+        scales = jax.tree.map(lambda s: _inverse_rms(s, eps, 0.0, eps_in_sqrt), variance)
+        new_state = ScaleByStddevState(count=count, mu=cast_like(mu, state.mu), nu=cast_like(nu, state.nu))
+        return _rescale(updates, scales), new_state
+
+    return Transformation(init, update)
+
+
+class ScaleByRssState(NamedTuple):
+    """Running sum of squared gradients."""
+
+    sum_of_squares: Any
+
+
+def scale_by_rss(
+    initial_accumulator_value: float = 0.1,
+    eps: float = 1e-7,
+    eps_in_sqrt: bool = True,
+) -> Transformation:
+    r"""Divides the input by the root of the sum of squared gradients (AdaGrad).
+
+    .. math::
+
+        s_t = s_{t-1} + |g_t|^2, \qquad
+        \text{out} = \frac{u_t}{\sqrt{s_t + \epsilon}} \ \text{(eps\_in\_sqrt)}
+        \ \text{or}\ \frac{u_t}{\sqrt{s_t} + \epsilon},
+
+    and 0 wherever :math:`s_t = 0` (no gradient seen yet), so zero gradients
+    never give NaN even with ``eps=0``.
+
+    Args:
+      initial_accumulator_value: :math:`s_0 \ge 0` (Optax 0.1, PyTorch 0).
+      eps: ``>= 0`` (Optax 1e-7 inside the root, PyTorch 1e-10 outside).
+      eps_in_sqrt: eps inside (Optax) or outside (PyTorch) the root.
+
+    Example:
+      >>> import jax.numpy as jnp, adaptix
+      >>> opt = adaptix.scale_by_rss(0.0, eps=0.0)
+      >>> opt.update(jnp.array([3.0, 0.0]), opt.init(jnp.zeros(2)))[0]
+      Array([1., 0.], dtype=float32)
+
+    References:
+      Duchi, Hazan & Singer, 2011, https://jmlr.org/papers/v12/duchi11a.html
+    """
+    owner = "scale_by_rss"
+    v.check_nonnegative(owner, "initial_accumulator_value", initial_accumulator_value)
+    v.check_nonnegative(owner, "eps", eps)
+    v.check_bool(owner, "eps_in_sqrt", eps_in_sqrt)
+
+    def init(params):
+        return ScaleByRssState(sum_of_squares=tree_real_full_like(params, initial_accumulator_value))
+
+    def update(updates, state, params=None, *, grad=None, **extra):
+        del params, extra
+        g = measured(updates, grad)
+        check_matches_state(g, state.sum_of_squares, owner)
+        sums = jax.tree.map(lambda x, s: abs_sq(x) + s, g, state.sum_of_squares)
+        scales = jax.tree.map(
+            lambda s: jnp.where(s > 0, _inverse_rms(s, eps, 0.0, eps_in_sqrt), 0.0), sums
+        )
+        return _rescale(updates, scales), ScaleByRssState(cast_like(sums, state.sum_of_squares))
+
+    return Transformation(init, update)
+
+
+class ScaleByMaxRmsState(NamedTuple):
+    """Step count, EMA of squared gradients and its running maximum."""
+
+    count: jax.Array
+    nu: Any
+    nu_max: Any
+
+
+def scale_by_max_rms(
+    decay: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    debias_before_max: bool = True,
+    bias_correction: bool = True,
+) -> Transformation:
+    r"""Divides the input by the running maximum of the second moment (AMSGrad).
+
+    .. math::
+
+        v_t = \beta v_{t-1} + (1-\beta) |g_t|^2, \quad
+        \text{debias\_before\_max:}\ \ \bar v_t = \max(\bar v_{t-1}, v_t/(1-\beta^t)),\
+        \text{out} = \frac{u_t}{\sqrt{\bar v_t + \epsilon_{root}} + \epsilon}; \\
+        \text{otherwise:}\ \ \bar v_t = \max(\bar v_{t-1}, v_t),\
+        \text{out} = \frac{u_t}{\sqrt{\bar v_t/(1-\beta^t) + \epsilon_{root}} + \epsilon}.
+
+    AMSGrad is ``chain(trace(b1, ema=True), scale_by_max_rms(b2, eps),
+    bias_correction(b1), scale_by_learning_rate(lr))``.
+
+    Args:
+      decay: :math:`\beta_2 \in [0, 1)`.
+      eps: outside the square root, ``>= 0``.
+      eps_root: inside the square root, ``>= 0``.
+      debias_before_max: ``True`` is Optax's form (maximum of the debiased
+        moment); ``False`` is PyTorch's (maximum of the raw moment, debiased
+        after).
+      bias_correction: ``False`` takes the maximum of the raw moment and never
+        debiases it (Optax's ``bias_correction_nu=False``).
+
+    Example:
+      >>> import jax.numpy as jnp, adaptix
+      >>> opt = adaptix.scale_by_max_rms(0.5, eps=0.0)
+      >>> s = opt.init(jnp.zeros(1))
+      >>> u, s = opt.update(jnp.full(1, 4.0), s)
+      >>> opt.update(jnp.ones(1), s)[0]  # the maximum still holds 16 from |g| = 4, not 6
+      Array([0.25], dtype=float32)
+
+    Note:
+      No Optax setting reproduces PyTorch's ``Adam(amsgrad=True)``: the two
+      maxima differ whenever the bias correction changes which moment is
+      larger. ``debias_before_max=False`` matches PyTorch exactly.
+
+    References:
+      Reddi, Kale & Kumar, 2018, On the Convergence of Adam and Beyond,
+      https://openreview.net/forum?id=ryQu7f-RZ
+    """
+    owner = "scale_by_max_rms"
+    v.check_decay(owner, "decay", decay)
+    v.check_nonnegative(owner, "eps", eps)
+    v.check_nonnegative(owner, "eps_root", eps_root)
+    v.check_bool(owner, "debias_before_max", debias_before_max)
+    v.check_bool(owner, "bias_correction", bias_correction)
+
+    def init(params):
+        zeros = tree_real_full_like(params, 0.0)
+        return ScaleByMaxRmsState(count=zero_count(), nu=zeros, nu_max=zeros)
+
+    def update(updates, state, params=None, *, grad=None, **extra):
+        del params, extra
+        g = measured(updates, grad)
+        check_matches_state(g, state.nu, owner)
+        nu = jax.tree.map(lambda x, n: (1.0 - decay) * abs_sq(x) + decay * n, g, state.nu)
+        count = safe_increment(state.count)
+        correction = 1.0 - power(decay, count, scalar_dtype(nu))
+        debias = lambda n: n / correction.astype(n.dtype)
+        if not bias_correction:
+            nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu)
+            nu_hat = nu_max
+        elif debias_before_max:
+            nu_max = jax.tree.map(lambda m, n: jnp.maximum(m, debias(n)), state.nu_max, nu)
+            nu_hat = nu_max
+        else:
+            nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu)
+            nu_hat = jax.tree.map(debias, nu_max)
+        scales = jax.tree.map(lambda n: _inverse_rms(n, eps, eps_root, False), nu_hat)
+        new_state = ScaleByMaxRmsState(
+            count=count, nu=cast_like(nu, state.nu), nu_max=cast_like(nu_max, state.nu_max)
+        )
+        return _rescale(updates, scales), new_state
+
+    return Transformation(init, update)
+
+
+class ScaleByInfNormState(NamedTuple):
+    """Exponentially weighted infinity norm of past gradients."""
+
+    nu: Any
+
+
+def scale_by_inf_norm(decay: float = 0.999, eps: float = 1e-8) -> Transformation:
+    r"""Divides the input by an exponentially weighted infinity norm (Adamax).
+
+    .. math::
+
+        v_t = \max(\beta v_{t-1},\ |g_t| + \epsilon), \qquad \text{out} = u_t / v_t,
+
+    and 0 where :math:`v_t = 0` (only possible with ``eps=0``).
+    Adamax is ``chain(trace(b1, ema=True), scale_by_inf_norm(b2, eps),
+    bias_correction(b1), scale_by_learning_rate(lr))``; the infinity norm needs
+    no bias correction.
+
+    Args:
+      decay: :math:`\beta_2 \in [0, 1)`.
+      eps: added to :math:`|g_t|`, ``>= 0``.
+
+    Example:
+      >>> import jax.numpy as jnp, adaptix
+      >>> opt = adaptix.scale_by_inf_norm(eps=0.0)
+      >>> opt.update(jnp.array([-2.0, 0.0]), opt.init(jnp.zeros(2)))[0]
+      Array([-1.,  0.], dtype=float32)
+
+    Note:
+      Equals Optax's ``scale_by_adamax`` and PyTorch's ``Adamax`` (both add eps
+      to :math:`|g_t|` inside the maximum, not to the denominator).
+
+    References:
+      Kingma & Ba, 2015, Adam, section 7.1, https://arxiv.org/abs/1412.6980
+    """
+    owner = "scale_by_inf_norm"
+    v.check_decay(owner, "decay", decay)
+    v.check_nonnegative(owner, "eps", eps)
+
+    def init(params):
+        return ScaleByInfNormState(nu=tree_real_full_like(params, 0.0))
+
+    def update(updates, state, params=None, *, grad=None, **extra):
+        del params, extra
+        g = measured(updates, grad)
+        check_matches_state(g, state.nu, owner)
+        nu = jax.tree.map(lambda x, n: jnp.maximum(jnp.abs(x) + eps, decay * n), g, state.nu)
+        scales = jax.tree.map(lambda n: jnp.where(n > 0, 1.0 / jnp.where(n > 0, n, 1.0), 0.0), nu)
+        return _rescale(updates, scales), ScaleByInfNormState(nu=cast_like(nu, state.nu))
+
+    return Transformation(init, update)
+
+
+def scale_by_rectified_rms(
+    decay: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    threshold: float = 5.0,
+) -> Transformation:
+    r"""RAdam's rectified second-moment rescaling.
+
+    With :math:`\rho_\infty = 2/(1-\beta) - 1` and
+    :math:`\rho_t = \rho_\infty - 2 t \beta^t / (1-\beta^t)`, the length of the
+    approximated simple moving average,
+
+    .. math::
+
+        \text{out} = \begin{cases}
+          r_t\, u_t / (\sqrt{\hat v_t + \epsilon_{root}} + \epsilon) & \rho_t \ge \text{threshold} \\
+          u_t & \text{otherwise (too few samples: plain momentum SGD)}
+        \end{cases},\quad
+        r_t = \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}{(\rho_\infty-4)(\rho_\infty-2)\rho_t}}.
+
+    The second moment :math:`\hat v_t` is that of :func:`scale_by_rms` with
+    bias correction. RAdam is ``chain(trace(b1, ema=True),
+    scale_by_rectified_rms(b2, eps), bias_correction(b1), lr)``.
+
+    Args:
+      decay: :math:`\beta_2 \in [0, 1)`.
+      eps: outside the square root, ``>= 0``.
+      eps_root: inside the square root, ``>= 0``.
+      threshold: the :math:`\rho_t` from which the adaptive step is used
+        (Optax 5, with ``>=``; PyTorch uses ``> 5``).
+
+    Example:
+      >>> import jax.numpy as jnp, adaptix
+      >>> opt = adaptix.scale_by_rectified_rms()
+      >>> opt.update(jnp.full(1, 3.0), opt.init(jnp.zeros(1)))[0]  # rho_1 = 1 < 5: unchanged
+      Array([3.], dtype=float32)
+
+    Note:
+      PyTorch's ``RAdam`` puts eps outside :math:`\sqrt{v_t}` before debiasing
+      (:math:`\sqrt{v_t}+\epsilon`, then times :math:`\sqrt{1-\beta^t}`), Optax and
+      adaptix outside :math:`\sqrt{\hat v_t}`.
+
+    References:
+      Liu et al., 2020, On the Variance of the Adaptive Learning Rate and Beyond,
+      https://arxiv.org/abs/1908.03265
+    """
+    owner = "scale_by_rectified_rms"
+    v.check_decay(owner, "decay", decay)
+    v.check_nonnegative(owner, "eps", eps)
+    v.check_nonnegative(owner, "eps_root", eps_root)
+    v.check_real(owner, "threshold", threshold)
+    rho_inf = 2.0 / (1.0 - decay) - 1.0
+
+    def init(params):
+        return ScaleByRmsState(count=zero_count(), nu=tree_real_full_like(params, 0.0))
+
+    def update(updates, state, params=None, *, grad=None, **extra):
+        del params, extra
+        g = measured(updates, grad)
+        check_matches_state(g, state.nu, owner)
+        nu = jax.tree.map(lambda x, n: (1.0 - decay) * abs_sq(x) + decay * n, g, state.nu)
+        count = safe_increment(state.count)
+        dtype = scalar_dtype(nu)
+        decay_t = power(decay, count, dtype)
+        rho = rho_inf - 2.0 * count.astype(dtype) * decay_t / (1.0 - decay_t)
+        ratio = (rho - 4.0) * (rho - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho)
+        rect = jnp.sqrt(jnp.maximum(ratio, 0.0))
+        use_adaptive = rho >= threshold
+        scales = jax.tree.map(
+            lambda n: jnp.where(
+                use_adaptive,
+                rect.astype(n.dtype) * _inverse_rms(n / (1.0 - decay_t).astype(n.dtype), eps, eps_root, False),
+                1.0,
+            ),
+            nu,
+        )
+        return _rescale(updates, scales), ScaleByRmsState(count=count, nu=cast_like(nu, state.nu))
+
+    return Transformation(init, update)

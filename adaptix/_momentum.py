@@ -1,0 +1,284 @@
+"""Momentum stages: averages of their *input* (trace, ema, Nesterov, Lion)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from adaptix import _validate as v
+from adaptix._base import (
+    Transformation,
+    cast_like,
+    check_matches_state,
+    power,
+    safe_increment,
+    scalar_dtype,
+    tree_zeros_like,
+    zero_count,
+)
+
+
+class TraceState(NamedTuple):
+    """The running trace (momentum buffer)."""
+
+    trace: Any
+
+
+def trace(
+    decay: float,
+    nesterov: bool = False,
+    ema: bool = False,
+    accumulator_dtype: Any = None,
+) -> Transformation:
+    r"""Momentum of the input: a heavy-ball trace or an exponential moving average.
+
+    .. math::
+
+        \text{plain:}\quad t_k = u_k + \beta\, t_{k-1}, \qquad
+        \text{ema:}\quad t_k = \beta\, t_{k-1} + (1-\beta)\, u_k,
+
+    and the output is :math:`t_k`, or with ``nesterov=True`` the look-ahead
+    :math:`u_k + \beta t_k` (plain) / :math:`\beta t_k + (1-\beta) u_k` (ema).
+    ``ema=True`` does not debias; follow with :func:`bias_correction` for that.
+
+    Args:
+      decay: :math:`\beta \in [0, 1)`.
+      nesterov: output the Nesterov look-ahead instead of the trace.
+      ema: weight the input by :math:`1-\beta` (an EMA) instead of 1 (a trace).
+      accumulator_dtype: dtype of the stored trace (e.g. ``jnp.bfloat16``);
+        ``None`` keeps the parameters' dtype.
+
+    Example:
+      >>> import jax.numpy as jnp, adaptix
+      >>> opt = adaptix.chain(adaptix.trace(0.9), adaptix.scale_by_learning_rate(0.1))
+      >>> state = opt.init(jnp.zeros(2))
+      >>> u, state = opt.update(jnp.ones(2), state)
+      >>> u, state = opt.update(jnp.ones(2), state)
+      >>> u  # -0.1 * (1 + 0.9)
+      Array([-0.19, -0.19], dtype=float32)
+
+    Note:
+      The plain form equals ``optax.trace`` and PyTorch's SGD momentum with
+      ``dampening=0``; ``ema=True`` equals PyTorch's ``dampening=momentum``.
+
+    References:
+      Polyak, 1964, https://doi.org/10.1016/0041-5553(64)90137-5;
+      Sutskever et al., 2013, https://proceedings.mlr.press/v28/sutskever13.html
+    """
+    owner = "trace"
+    v.check_decay(owner, "decay", decay)
+    v.check_bool(owner, "nesterov", nesterov)
+    v.check_bool(owner, "ema", ema)
+    v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
+    weight = (1.0 - decay) if ema else 1.0
+
+    def init(params):
+        return TraceState(trace=tree_zeros_like(params, accumulator_dtype))
+
+    def update(updates, state, params=None, **extra):
+        del params, extra
+        check_matches_state(updates, state.trace, owner)
+        new_trace = jax.tree.map(lambda u, t: weight * u + decay * t, updates, state.trace)
+        if nesterov:
+            out = jax.tree.map(lambda u, t: weight * u + decay * t, updates, new_trace)
+        else:
+            out = new_trace
+        return cast_like(out, updates), TraceState(trace=cast_like(new_trace, state.trace))
+
+    return Transformation(init, update)
+
+
+class EmaState(NamedTuple):
+    """Step count and exponential moving average."""
+
+    count: jax.Array
+    ema: Any
+
+
+def ema(decay: float, debias: bool = True, accumulator_dtype: Any = None) -> Transformation:
+    r"""Exponential moving average of the input, optionally debiased.
+
+    .. math::
+
+        m_t = \beta\, m_{t-1} + (1-\beta)\, u_t, \qquad
+        \text{out} = m_t / (1 - \beta^t) \ \text{if debias else}\ m_t.
+
+    Args:
+      decay: :math:`\beta \in [0, 1)`.
+      debias: divide by :math:`1-\beta^t` (the zero-initialisation bias).
+      accumulator_dtype: dtype of the stored average; ``None`` keeps the
+        parameters' dtype.
+
+    Example:
+      >>> import jax.numpy as jnp, numpy as np, adaptix
+      >>> opt = adaptix.ema(0.9)
+      >>> state = opt.init(jnp.zeros(1))
+      >>> np.asarray(opt.update(jnp.full(1, 5.0), state)[0]).round(4)  # debiased: the input itself
+      array([5.], dtype=float32)
+
+    Note:
+      Equals ``optax.ema``; ``trace(decay, ema=True)`` followed by
+      ``bias_correction(decay)`` is the same computation split in two stages.
+    """
+    owner = "ema"
+    v.check_decay(owner, "decay", decay)
+    v.check_bool(owner, "debias", debias)
+    v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
+
+    def init(params):
+        return EmaState(count=zero_count(), ema=tree_zeros_like(params, accumulator_dtype))
+
+    def update(updates, state, params=None, **extra):
+        del params, extra
+        check_matches_state(updates, state.ema, owner)
+        new_ema = jax.tree.map(lambda u, m: (1.0 - decay) * u + decay * m, updates, state.ema)
+        count = safe_increment(state.count)
+        out = new_ema
+        if debias:
+            correction = 1.0 - power(decay, count, scalar_dtype(updates))
+            out = jax.tree.map(lambda m: m / correction.astype(m.dtype), new_ema)
+        return cast_like(out, updates), EmaState(count=count, ema=cast_like(new_ema, state.ema))
+
+    return Transformation(init, update)
+
+
+class NesterovEmaState(NamedTuple):
+    """Step count, first moment and the running product of momentum factors."""
+
+    count: jax.Array
+    mu: Any
+    mu_product: jax.Array
+
+
+def nesterov_ema(
+    decay: float = 0.9,
+    momentum_decay: float | None = None,
+    accumulator_dtype: Any = None,
+) -> Transformation:
+    r"""NAdam's first moment: a debiased Nesterov look-ahead of an EMA of the input.
+
+    With :math:`m_t = \beta m_{t-1} + (1-\beta) u_t`, the output is
+
+    .. math::
+
+        \hat m_t = \frac{\mu_{t+1}\, m_t}{1 - \prod_{i\le t+1}\mu_i}
+                 + \frac{(1-\mu_t)\, u_t}{1 - \prod_{i\le t}\mu_i}.
+
+    With ``momentum_decay=None`` (Optax, Dozat 2016), :math:`\mu_t = \beta` and
+    the products are :math:`\beta^t`, so
+    :math:`\hat m_t = \beta m_t/(1-\beta^{t+1}) + (1-\beta) u_t/(1-\beta^t)`.
+    With a float :math:`\psi` (PyTorch), the momentum warms up as
+    :math:`\mu_t = \beta\,(1 - \tfrac12\, 0.96^{t\psi})`.
+
+    The output is already debiased; follow it with a second-moment stage and a
+    learning rate: ``chain(nesterov_ema(b1), scale_by_rms(b2, eps,
+    eps_in_sqrt=False, bias_correction=True), scale_by_learning_rate(lr))``.
+
+    Args:
+      decay: :math:`\beta \in [0, 1)`.
+      momentum_decay: ``None`` for Optax's constant momentum, or PyTorch's
+        :math:`\psi \ge 0` (``torch.optim.NAdam`` default 4e-3).
+      accumulator_dtype: dtype of the stored first moment.
+
+    Example:
+      >>> import jax.numpy as jnp, numpy as np, adaptix
+      >>> opt = adaptix.nesterov_ema(0.9)
+      >>> np.asarray(opt.update(jnp.ones(1), opt.init(jnp.zeros(1)))[0]).round(4)  # 0.9*0.1/0.19 + 0.1/0.1
+      array([1.4737], dtype=float32)
+
+    Note:
+      PyTorch keeps the EMA with :math:`\beta` but weighs it with the warmed-up
+      :math:`\mu_t`; the two formulations differ in every step, by a factor
+      that tends to 1 as :math:`t\psi` grows.
+
+    References:
+      Dozat, 2016, https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ
+    """
+    owner = "nesterov_ema"
+    v.check_decay(owner, "decay", decay)
+    if momentum_decay is not None:
+        v.check_nonnegative(owner, "momentum_decay", momentum_decay)
+    v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
+
+    def momentum_at(step, dtype):
+        if momentum_decay is None:
+            return jnp.asarray(decay, dtype)
+        return decay * (1.0 - 0.5 * jnp.asarray(0.96, dtype) ** (step.astype(dtype) * momentum_decay))
+
+    def init(params):
+        return NesterovEmaState(
+            count=zero_count(),
+            mu=tree_zeros_like(params, accumulator_dtype),
+            mu_product=jnp.ones([], scalar_dtype(params)),
+        )
+
+    def update(updates, state, params=None, **extra):
+        del params, extra
+        check_matches_state(updates, state.mu, owner)
+        dtype = state.mu_product.dtype
+        count = safe_increment(state.count)
+        mu_now = momentum_at(count, dtype)
+        mu_next = momentum_at(safe_increment(count), dtype)
+        product = state.mu_product * mu_now
+        new_mu = jax.tree.map(lambda u, m: (1.0 - decay) * u + decay * m, updates, state.mu)
+        coef_mu = mu_next / (1.0 - product * mu_next)
+        coef_u = (1.0 - mu_now) / (1.0 - product)
+        out = jax.tree.map(
+            lambda m, u: coef_mu.astype(m.dtype) * m + coef_u.astype(u.dtype) * u, new_mu, updates
+        )
+        new_state = NesterovEmaState(count=count, mu=cast_like(new_mu, state.mu), mu_product=product)
+        return cast_like(out, updates), new_state
+
+    return Transformation(init, update)
+
+
+class LionMomentumState(NamedTuple):
+    """Lion's momentum buffer."""
+
+    mu: Any
+
+
+def lion_momentum(b1: float = 0.9, b2: float = 0.99, mu_dtype: Any = None) -> Transformation:
+    r"""Lion's interpolated momentum: the direction whose sign Lion follows.
+
+    .. math::
+
+        c_t = \beta_1 m_{t-1} + (1-\beta_1)\, u_t \ \ (\text{output}), \qquad
+        m_t = \beta_2 m_{t-1} + (1-\beta_2)\, u_t.
+
+    Lion is ``chain(lion_momentum(b1, b2), scale_by_sign(),
+    add_decayed_weights(wd), scale_by_learning_rate(lr))``.
+
+    Args:
+      b1: interpolation weight of the buffer in the output, in ``[0, 1)``.
+      b2: decay of the buffer, in ``[0, 1)``.
+      mu_dtype: dtype of the stored buffer.
+
+    Example:
+      >>> import jax.numpy as jnp, adaptix
+      >>> opt = adaptix.lion_momentum()
+      >>> opt.update(jnp.ones(1), opt.init(jnp.zeros(1)))[0]  # (1 - b1) * u
+      Array([0.1], dtype=float32)
+
+    References:
+      Chen et al., 2023, Symbolic Discovery of Optimization Algorithms,
+      https://arxiv.org/abs/2302.06675
+    """
+    owner = "lion_momentum"
+    v.check_decay(owner, "b1", b1)
+    v.check_decay(owner, "b2", b2)
+    v.check_dtype(owner, "mu_dtype", mu_dtype)
+
+    def init(params):
+        return LionMomentumState(mu=tree_zeros_like(params, mu_dtype))
+
+    def update(updates, state, params=None, **extra):
+        del params, extra
+        check_matches_state(updates, state.mu, owner)
+        out = jax.tree.map(lambda u, m: (1.0 - b1) * u + b1 * m, updates, state.mu)
+        new_mu = jax.tree.map(lambda u, m: (1.0 - b2) * u + b2 * m, updates, state.mu)
+        return cast_like(out, updates), LionMomentumState(mu=cast_like(new_mu, state.mu))
+
+    return Transformation(init, update)

@@ -1,0 +1,98 @@
+"""Construction-time validation of hyperparameters.
+
+Every primitive and alias checks its hyperparameters when it is built, so a bad
+value fails at once with its name, its value and the valid range, instead of
+surfacing later as NaN or divergence. Values that are traced (as under
+``optax.inject_hyperparams`` inside ``jax.jit``) cannot be inspected and are
+accepted; concrete arrays are checked like Python numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _concrete_value(name: str, value: Any, owner: str) -> float | None:
+    """The value as a float, ``None`` if traced; ``TypeError`` if not a real number."""
+    if isinstance(value, jax.core.Tracer):
+        return None
+    if isinstance(value, bool) or value is None:
+        raise TypeError(f"{owner}: {name} must be a real number, got {value!r}.")
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+        if np.shape(value) != () or not np.issubdtype(np.result_type(value), np.number):
+            raise TypeError(f"{owner}: {name} must be a real scalar, got an array of shape "
+                            f"{np.shape(value)} and dtype {np.result_type(value)}.")
+        if np.iscomplexobj(value):
+            raise TypeError(f"{owner}: {name} must be real, got {value!r}.")
+        return float(value)
+    raise TypeError(f"{owner}: {name} must be a real number, got {type(value).__name__} {value!r}.")
+
+
+def check_range(
+    owner: str,
+    name: str,
+    value: Any,
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """Checks ``low <= value <= high`` (``<`` where open) and finiteness."""
+    v = _concrete_value(name, value, owner)
+    if v is None:
+        return
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    ok = math.isfinite(v)
+    ok = ok and (v > low if low_open else v >= low)
+    ok = ok and (v < high if high_open else v <= high)
+    if not ok:
+        raise ValueError(f"{owner}: {name} must be finite and in {interval}, got {value!r}.")
+
+
+def check_decay(owner: str, name: str, value: Any) -> None:
+    """A decay rate / beta: in ``[0, 1)``."""
+    check_range(owner, name, value, 0.0, 1.0, high_open=True)
+
+
+def check_nonnegative(owner: str, name: str, value: Any) -> None:
+    """An epsilon, weight decay or initial accumulator: finite and ``>= 0``."""
+    check_range(owner, name, value, 0.0)
+
+
+def check_rate(owner: str, name: str, value: Any) -> None:
+    """A learning rate or step size: a finite number ``>= 0`` or a schedule."""
+    if callable(value) and not isinstance(value, (jax.Array, np.ndarray)):
+        return
+    check_nonnegative(owner, name, value)
+
+
+def check_real(owner: str, name: str, value: Any) -> None:
+    """Any finite real number (a sign or scale factor)."""
+    if callable(value) and not isinstance(value, (jax.Array, np.ndarray)):
+        return
+    check_range(owner, name, value)
+
+
+def check_bool(owner: str, name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{owner}: {name} must be True or False, got {value!r}.")
+
+
+def check_dtype(owner: str, name: str, value: Any) -> None:
+    if value is None:
+        return
+    try:
+        dtype = jnp.dtype(value)
+    except TypeError as err:
+        raise TypeError(f"{owner}: {name} must be a dtype or None, got {value!r}.") from err
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        raise TypeError(f"{owner}: {name} must be a floating dtype, got {dtype}.")
