@@ -80,7 +80,9 @@ def power(decay: Any, count: jax.Array, dtype: jnp.dtype) -> jax.Array:
 
 def abs_sq(x: jax.Array) -> jax.Array:
     """``|x|**2``: the squared modulus, real for complex ``x``."""
-    return optax.abs_sq(x) if jnp.iscomplexobj(x) else jnp.square(x)
+    if jnp.iscomplexobj(x):
+        return jnp.square(jnp.real(x)) + jnp.square(jnp.imag(x))
+    return jnp.square(x)
 
 
 def tree_zeros_like(tree: Any, dtype: Any = None) -> Any:

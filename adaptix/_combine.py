@@ -6,7 +6,7 @@ from typing import Any
 
 import optax
 
-from adaptix._base import Transformation
+from adaptix._base import Transformation, check_same_structure
 
 
 def chain(*transforms: optax.GradientTransformation) -> Transformation:
@@ -77,6 +77,8 @@ def chain(*transforms: optax.GradientTransformation) -> Transformation:
                 f"{len(wrapped)} stages; was it initialised by a different optimizer?"
             )
         extra.pop("grad", None)  # a chain measures its own input
+        if params is not None:
+            check_same_structure(updates, params, "chain: updates", "params")
         grad = updates
         new_state = []
         for stage, stage_state in zip(wrapped, state):

@@ -13,6 +13,7 @@ from adaptix._base import (
     EmptyState,
     ScalarOrSchedule,
     Transformation,
+    check_same_structure,
     init_empty_state,
     safe_increment,
     zero_count,
@@ -144,6 +145,7 @@ def add_decayed_weights(
         del extra
         if params is None:
             raise ValueError(f"{owner}: params are required (call update(updates, state, params)).")
+        check_same_structure(updates, params, f"{owner}: updates", "params")
         if scheduled:
             rate = weight_decay(state.count)
             state = AddDecayedWeightsState(count=safe_increment(state.count))

@@ -27,10 +27,11 @@ def _concrete_value(name: str, value: Any, owner: str) -> float | None:
     if isinstance(value, numbers.Real):
         return float(value)
     if isinstance(value, (np.ndarray, np.generic, jax.Array)):
-        if np.shape(value) != () or not np.issubdtype(np.result_type(value), np.number):
+        dtype = jnp.dtype(value.dtype)
+        if np.shape(value) != () or not jnp.issubdtype(dtype, jnp.number):
             raise TypeError(f"{owner}: {name} must be a real scalar, got an array of shape "
-                            f"{np.shape(value)} and dtype {np.result_type(value)}.")
-        if np.iscomplexobj(value):
+                            f"{np.shape(value)} and dtype {dtype}.")
+        if jnp.issubdtype(dtype, jnp.complexfloating):
             raise TypeError(f"{owner}: {name} must be real, got {value!r}.")
         return float(value)
     raise TypeError(f"{owner}: {name} must be a real number, got {type(value).__name__} {value!r}.")
