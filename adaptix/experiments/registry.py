@@ -1,0 +1,226 @@
+"""The experiments of Kingma & Ba (2015), section 6, and how optimizers are named on the command line."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import adaptix
+from adaptix.experiments import data as datasets
+from adaptix.experiments.data import Data, Split
+from adaptix.experiments.models import CNN, MLP, LogisticRegression
+
+# Every adaptix alias can be named on the command line; these need more than a learning rate.
+SPECIAL_OPTIMIZERS: dict[str, Callable[[optax.ScalarOrSchedule], optax.GradientTransformation]] = {
+    "sgd-nesterov": lambda lr: adaptix.sgd(lr, momentum=0.9, nesterov=True),
+    "sgd-momentum": lambda lr: adaptix.sgd(lr, momentum=0.9),
+    "adam-no-bias-correction": lambda lr: adaptix.chain(
+        adaptix.trace(0.9, ema=True),
+        adaptix.scale_by_rms(0.999, 1e-8, eps_in_sqrt=False, bias_correction=False),
+        adaptix.scale_by_learning_rate(lr),
+    ),
+}
+ALIASES = (
+    "sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "amsgrad", "nadam", "nadamw",
+    "adamax", "radam", "lion", "sign_sgd", "signum", "rprop",
+)
+
+
+def optimizer_factory(name: str) -> Callable[[optax.ScalarOrSchedule], optax.GradientTransformation]:
+    """``learning_rate -> transformation`` for an alias name, a special name, or ``module:function``."""
+    if name in SPECIAL_OPTIMIZERS:
+        return SPECIAL_OPTIMIZERS[name]
+    if name in ALIASES:
+        alias = getattr(adaptix, name)
+        return lambda lr: alias(learning_rate=lr)
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"cannot import the optimizer factory {name!r}: {err}") from err
+        return lambda lr: factory(learning_rate=lr)
+    known = ", ".join(sorted((*ALIASES, *SPECIAL_OPTIMIZERS)))
+    raise ValueError(f"unknown optimizer {name!r}; use one of {known}, or module:function")
+
+
+def parse_optimizers(spec: str) -> list[tuple[str, float | None]]:
+    """``"adam,adagrad@0.01,mymod:make"`` -> ``[("adam", None), ("adagrad", 0.01), ("mymod:make", None)]``."""
+    out = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        name, _, lr = item.partition("@")
+        optimizer_factory(name)  # fail early on a bad name
+        out.append((name, float(lr) if lr else None))
+    return out
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One comparison: a dataset, a model, the optimizers and their step sizes."""
+
+    name: str
+    description: str
+    claim: str
+    load: Callable[[Path | None, bool], Data]  # (data_dir, quick) -> Data
+    model: Callable[[Data, nnx.Rngs], nnx.Module]
+    optimizers: tuple[str, ...]
+    learning_rates: dict[str, float]  # chosen by --tune (grid search); see docs/experiments.md
+    epochs: int
+    quick_epochs: int = 1
+    batch_size: int = 128
+    l2: float = 0.0
+    decay_sqrt: bool = False  # step size alpha / sqrt(t), as the paper's logistic regression
+    grid: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
+    default_learning_rate: float = 1e-3
+    uses_data: tuple[str, ...] = field(default=())
+
+    def learning_rate(self, optimizer: str) -> float:
+        return self.learning_rates.get(optimizer, self.default_learning_rate)
+
+    def schedule(self, learning_rate: float) -> optax.ScalarOrSchedule:
+        if not self.decay_sqrt:
+            return learning_rate
+        return lambda count: learning_rate / jnp.sqrt(1.0 + count)
+
+
+def _subset(split: Split, n: int | None, seed: int = 0) -> Split:
+    if n is None or n >= len(split):
+        return split
+    idx = np.sort(np.random.default_rng(seed).permutation(len(split))[:n])
+    return Split(split.x[idx], split.y[idx])
+
+
+def _load_digits(data_dir: Path | None, quick: bool) -> Data:
+    """scikit-learn's bundled 8x8 digits (1,797 images): needs no download."""
+    from sklearn.datasets import load_digits
+
+    del data_dir, quick
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    order = np.random.default_rng(0).permutation(len(y))
+    x, y = x[order], y[order].astype(np.int32)
+    cut = int(0.8 * len(y))
+    return Data(Split(x[:cut], y[:cut]), Split(x[cut:], y[cut:]), 10, "digits")
+
+
+def _load_mnist(data_dir: Path | None, quick: bool, train_size: int | None = None) -> Data:
+    d = datasets.load_mnist(data_dir)
+    return Data(_subset(d.train, train_size if quick else None), d.test, d.num_classes, d.name)
+
+
+def _load_imdb(data_dir: Path | None, quick: bool) -> Data:
+    return datasets.load_imdb_bow(data_dir, num_words=10000, binary=True)
+
+
+def _load_cifar(data_dir: Path | None, quick: bool) -> Data:
+    d = datasets.load_cifar10(data_dir, limit_per_class=200 if quick else None)
+    if quick:  # the archive holds train before test, so a subset of both is read
+        return Data(d.train, _subset(d.test, 1000), d.num_classes, d.name)
+    return d
+
+
+def _in_features(d: Data) -> int:
+    return int(np.prod(d.train.x.shape[1:]))
+
+
+_MLP_MNIST = Experiment(
+    name="mlp-mnist",
+    description="MLP with two hidden layers of 1000 ReLU units on MNIST, minibatch 128, no dropout",
+    claim="Adam converges faster than AdaGrad, RMSProp, SGD-Nesterov and AdaDelta",
+    load=lambda data_dir, quick: _load_mnist(data_dir, quick, train_size=12800),
+    model=lambda d, rngs: MLP(_in_features(d), d.num_classes, rngs=rngs),
+    optimizers=("adam", "adagrad", "rmsprop", "sgd-nesterov", "adadelta"),
+    learning_rates={"adam": 3e-3, "adagrad": 1e-1, "rmsprop": 1e-3, "sgd-nesterov": 1e-1, "adadelta": 1.0},
+    epochs=10,
+    uses_data=("mnist",),
+)
+
+EXPERIMENTS: dict[str, Experiment] = {
+    e.name: e
+    for e in [
+        Experiment(
+            name="digits",
+            description="MLP (64-100-10) on scikit-learn's bundled 8x8 digits; the embedded default, no download",
+            claim="Adam trains at least as fast as AdaGrad, RMSProp, SGD-Nesterov and AdaDelta",
+            load=_load_digits,
+            model=lambda d, rngs: MLP(_in_features(d), d.num_classes, hidden=(100,), rngs=rngs),
+            optimizers=("adam", "adagrad", "rmsprop", "sgd-nesterov", "adadelta"),
+            learning_rates={"adam": 1e-2, "adagrad": 3e-1, "rmsprop": 1e-2, "sgd-nesterov": 1e-1, "adadelta": 3.0},
+            epochs=20,
+            quick_epochs=10,
+            batch_size=32,
+        ),
+        Experiment(
+            name="logreg-mnist",
+            description="L2-regularised multiclass logistic regression on MNIST, minibatch 128, alpha/sqrt(t)",
+            claim="Adam converges as fast as SGD-Nesterov, both faster than AdaGrad",
+            load=_load_mnist,
+            model=lambda d, rngs: LogisticRegression(_in_features(d), d.num_classes, rngs=rngs),
+            optimizers=("adam", "adagrad", "sgd-nesterov"),
+            learning_rates={"adam": 1e-1, "adagrad": 1.0, "sgd-nesterov": 1.0},
+            epochs=45,
+            l2=1e-4,
+            decay_sqrt=True,
+            uses_data=("mnist",),
+        ),
+        Experiment(
+            name="logreg-imdb",
+            description="Logistic regression on IMDB bag-of-words (10,000 words), 50% dropout on the features",
+            claim="AdaGrad beats SGD-Nesterov by a wide margin on sparse features; Adam as fast as AdaGrad",
+            load=_load_imdb,
+            model=lambda d, rngs: LogisticRegression(_in_features(d), d.num_classes, input_dropout=0.5, rngs=rngs),
+            optimizers=("adam", "adagrad", "rmsprop", "sgd-nesterov"),
+            learning_rates={"adam": 3e-2, "adagrad": 1.0, "rmsprop": 1e-2, "sgd-nesterov": 3e-1},
+            epochs=20,
+            l2=1e-4,
+            decay_sqrt=True,
+            uses_data=("imdb",),
+        ),
+        _MLP_MNIST,
+        dataclasses.replace(
+            _MLP_MNIST,
+            name="mlp-mnist-dropout",
+            description="The same MLP with 50% dropout on the hidden layers",
+            claim="With dropout noise Adam still converges faster than the others",
+            model=lambda d, rngs: MLP(_in_features(d), d.num_classes, dropout=0.5, rngs=rngs),
+        ),
+        Experiment(
+            name="cnn-cifar10",
+            description="CNN c64-c64-c128-1000 (5x5 conv, 3x3/2 max-pool, dropout) on CIFAR-10; "
+            "--quick reads 200 images per class",
+            claim="Adam and SGD-Nesterov converge much faster than AdaGrad",
+            load=_load_cifar,
+            model=lambda d, rngs: CNN(d.num_classes, rngs=rngs),
+            optimizers=("adam", "adagrad", "sgd-nesterov"),
+            learning_rates={"adam": 1e-3, "adagrad": 1e-2, "sgd-nesterov": 1e-2},
+            epochs=10,
+            quick_epochs=3,
+            uses_data=("cifar10",),
+        ),
+    ]
+}
+
+
+def get(name: str) -> Experiment:
+    try:
+        return EXPERIMENTS[name]
+    except KeyError:
+        raise ValueError(f"unknown experiment {name!r}; one of: {', '.join(EXPERIMENTS)}") from None
+
+
+def describe() -> str:
+    width = max(map(len, EXPERIMENTS))
+    return "\n".join(f"{e.name:<{width}}  {e.description}" for e in EXPERIMENTS.values())
+
+
+def finite_or_inf(x: float) -> float:
+    return x if math.isfinite(x) else math.inf
