@@ -16,6 +16,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+try:  # experimental in JAX; without it, state under jit is laid out by the partitioner alone
+    from jax.experimental.shard_alike import shard_alike
+except ImportError:  # pragma: no cover
+    shard_alike = None
+
 Updates = Any
 Params = Any
 
@@ -85,24 +90,45 @@ def abs_sq(x: jax.Array) -> jax.Array:
     return jnp.square(x)
 
 
+def full_like_sharded(x: Any, value: Any, dtype: Any = None) -> jax.Array:
+    """An array of ``x``'s shape filled with ``value``, laid out like ``x``.
+
+    Optimizer state must live where the parameters live: a moment of a
+    parameter sharded over a mesh must be sharded the same way. Eagerly,
+    ``jnp.full_like`` already copies a committed array's sharding. Under
+    ``jax.jit`` (and other tracing) with automatic (GSPMD/Shardy) sharding the
+    tracer's type carries no sharding, and a filled array does not depend on
+    ``x``: ``jit`` prunes ``x`` and the zeros land on one device. ``shard_alike``
+    puts ``x`` and the new array in one sharding group, so the partitioner
+    gives them the same sharding without reading ``x``'s values (NaN or Inf
+    parameters still give exact fills). With explicit sharding
+    (``jax.sharding.AxisType.Explicit``) the type carries it and
+    ``jnp.full_like`` copies it.
+    """
+    out = jnp.full_like(x, value, dtype=dtype)
+    if shard_alike is not None and isinstance(x, jax.core.Tracer) and jnp.shape(x) == jnp.shape(out):
+        _, out = shard_alike(x, out)
+    return out
+
+
 def tree_zeros_like(tree: Any, dtype: Any = None) -> Any:
-    return jax.tree.map(lambda x: jnp.zeros_like(x, dtype=dtype), tree)
+    """Zeros shaped, typed (or of ``dtype``) and sharded like each leaf of ``tree``.
+
+    Never weakly typed, even for a Python-scalar leaf: the updated state is cast to the
+    initial state's dtype, so the state's types stay the same across steps and a jitted
+    update is traced once.
+    """
+    return jax.tree.map(lambda x: full_like_sharded(x, 0, jnp.result_type(x) if dtype is None else dtype), tree)
 
 
 def tree_real_full_like(tree: Any, value: Any) -> Any:
     """Arrays filled with ``value``, real even where ``tree`` is complex.
 
     Second moments of complex parameters are moments of ``|g|**2`` and live in
-    the matching real dtype.
+    the matching real dtype. Each array is sharded like its leaf (see
+    :func:`full_like_sharded`).
     """
-
-    def full(x):
-        dtype = jnp.result_type(x)
-        if jnp.issubdtype(dtype, jnp.complexfloating):
-            dtype = jnp.finfo(dtype).dtype
-        return jnp.full(jnp.shape(x), value, dtype)
-
-    return jax.tree.map(full, tree)
+    return jax.tree.map(lambda x: full_like_sharded(x, value, real_dtype_of(jnp.result_type(x))), tree)
 
 
 def cast_like(tree: Any, like: Any) -> Any:

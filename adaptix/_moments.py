@@ -13,8 +13,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from adaptix import _validate as v
+from adaptix._fused import elementwise
 from adaptix._base import (
     Transformation,
     abs_sq,
@@ -30,11 +32,47 @@ from adaptix._base import (
 )
 
 
+def _surely_finite_inverse(eps, eps_root, eps_in_sqrt, dtype) -> bool:
+    """Whether ``eps``/``eps_root`` alone keep the inverse RMS finite in ``dtype``.
+
+    True only for concrete Python numbers whose value in ``dtype`` is a normal
+    number with a finite reciprocal (1e-8 in float32 or bfloat16, not in
+    float16, where it rounds to 0). Traced values give False.
+    """
+    if not all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in (eps, eps_root)):
+        return False
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        return False
+    info = jnp.finfo(dtype)
+    with np.errstate(all="ignore"):
+        if eps_in_sqrt:
+            floor = np.asarray(eps + eps_root, dtype)
+            inverse = np.asarray(1.0, dtype) / np.sqrt(floor)
+        else:
+            floor = np.sqrt(np.asarray(eps_root, dtype)) + np.asarray(eps, dtype)
+            inverse = np.asarray(1.0, dtype) / floor
+    return bool(floor >= info.tiny) and bool(np.isfinite(inverse))
+
+
 def _inverse_rms(nu_hat, eps, eps_root, eps_in_sqrt):
-    """``1 / sqrt(nu_hat + eps_root + eps)`` or ``1 / (sqrt(nu_hat + eps_root) + eps)``."""
+    """``1 / sqrt(nu_hat + eps_root + eps)`` or ``1 / (sqrt(nu_hat + eps_root) + eps)``.
+
+    0 where the denominator is 0 (or so small that its reciprocal overflows):
+    that happens only when ``eps`` and ``eps_root`` are 0 (or below the
+    dtype's resolution, as 1e-8 in float16) and the second moment is 0, i.e.
+    every gradient seen so far was 0 (or squared to below the dtype's
+    smallest number). The output is then ``0 * inf``; 0 is its limit for a
+    vanishing input, where the bare formula gives NaN. A NaN moment stays NaN.
+    When ``eps`` alone keeps the denominator positive the guard is not built.
+    """
     if eps_in_sqrt:
-        return jax.lax.rsqrt(nu_hat + (eps + eps_root))
-    return 1.0 / (jnp.sqrt(nu_hat + eps_root) + eps)
+        inverse = jax.lax.rsqrt(nu_hat + (eps + eps_root))
+    else:
+        inverse = 1.0 / (jnp.sqrt(nu_hat + eps_root) + eps)
+    if _surely_finite_inverse(eps, eps_root, eps_in_sqrt, jnp.result_type(inverse)):
+        return inverse
+    return jnp.where(jnp.isposinf(inverse), jnp.zeros_like(inverse), inverse)
 
 
 def _rescale(updates, scales):
@@ -68,8 +106,12 @@ def scale_by_rms(
         \quad\text{or}\quad \frac{u_t}{\sqrt{\hat v_t + \epsilon_{root}} + \epsilon}.
 
     :math:`g_t` is the gradient entering the chain (``grad``), :math:`u_t` this
-    stage's input. Adam is ``chain(trace(b1, ema=True), scale_by_rms(b2, eps,
-    eps_in_sqrt=False, bias_correction=True), bias_correction(b1), lr)``.
+    stage's input. Where the denominator is 0 (``eps = eps_root = 0``, or an
+    ``eps`` that rounds to 0 in the dtype, and :math:`v_t = 0`: only zero
+    gradients so far) the output is 0, the limit for a vanishing gradient,
+    instead of the formula's ``0/0 = NaN``. Adam is ``chain(trace(b1,
+    ema=True), scale_by_rms(b2, eps, eps_in_sqrt=False, bias_correction=True),
+    bias_correction(b1), lr)``.
 
     Args:
       decay: :math:`\beta \in [0, 1)`.
@@ -105,6 +147,7 @@ def scale_by_rms(
     def init(params):
         return ScaleByRmsState(count=zero_count(), nu=tree_real_full_like(params, initial_scale))
 
+    @elementwise
     def update(updates, state, params=None, *, grad=None, **extra):
         del params, extra
         g = measured(updates, grad)
@@ -145,7 +188,10 @@ def scale_by_stddev(
         \text{out} = \frac{u_t}{\sqrt{\hat v_t - |\hat m_t|^2 + \epsilon}}
         \ \text{or}\ \frac{u_t}{\sqrt{\hat v_t - |\hat m_t|^2} + \epsilon}.
 
-    The variance estimate is clamped at 0, so rounding never yields a NaN.
+    The variance estimate is clamped at 0, so rounding never yields a NaN, and
+    where the denominator is 0 (``eps=0`` and a variance of exactly 0) the output
+    is 0 rather than :math:`u/0`. With ``eps=0`` a variance that is rounding
+    noise (a constant gradient) gives huge steps: keep ``eps > 0``.
 
     Args:
       decay: :math:`\beta \in [0, 1)`.
@@ -182,6 +228,7 @@ def scale_by_stddev(
             nu=tree_real_full_like(params, initial_scale),
         )
 
+    @elementwise
     def update(updates, state, params=None, *, grad=None, **extra):
         del params, extra
         g = measured(updates, grad)
@@ -246,6 +293,7 @@ def scale_by_rss(
     def init(params):
         return ScaleByRssState(sum_of_squares=tree_real_full_like(params, initial_accumulator_value))
 
+    @elementwise
     def update(updates, state, params=None, *, grad=None, **extra):
         del params, extra
         g = measured(updates, grad)
@@ -285,7 +333,9 @@ def scale_by_max_rms(
         \text{out} = \frac{u_t}{\sqrt{\bar v_t/(1-\beta^t) + \epsilon_{root}} + \epsilon}.
 
     AMSGrad is ``chain(trace(b1, ema=True), scale_by_max_rms(b2, eps),
-    bias_correction(b1), scale_by_learning_rate(lr))``.
+    bias_correction(b1), scale_by_learning_rate(lr))``. As in :func:`scale_by_rms`,
+    the output is 0 where the denominator is 0 (``eps = eps_root = 0`` and only
+    zero gradients so far).
 
     Args:
       decay: :math:`\beta_2 \in [0, 1)`.
@@ -325,6 +375,7 @@ def scale_by_max_rms(
         zeros = tree_real_full_like(params, 0.0)
         return ScaleByMaxRmsState(count=zero_count(), nu=zeros, nu_max=zeros)
 
+    @elementwise
     def update(updates, state, params=None, *, grad=None, **extra):
         del params, extra
         g = measured(updates, grad)
@@ -393,6 +444,7 @@ def scale_by_inf_norm(decay: float = 0.999, eps: float = 1e-8) -> Transformation
     def init(params):
         return ScaleByInfNormState(nu=tree_real_full_like(params, 0.0))
 
+    @elementwise
     def update(updates, state, params=None, *, grad=None, **extra):
         del params, extra
         g = measured(updates, grad)
@@ -460,6 +512,7 @@ def scale_by_rectified_rms(
     def init(params):
         return ScaleByRmsState(count=zero_count(), nu=tree_real_full_like(params, 0.0))
 
+    @elementwise
     def update(updates, state, params=None, *, grad=None, **extra):
         del params, extra
         g = measured(updates, grad)

@@ -1,0 +1,247 @@
+"""Low precision: bf16/f16 parameters train for 10,000 steps; step counters saturate.
+
+* Every optimizer of ``LOW_PRECISION`` trains a logistic regression (255 weights + a bias, 128
+  samples) held in bfloat16 or float16, gradients in the same dtype, for 10,000 steps inside one
+  jitted ``lax.scan``: parameters, state and every loss stay finite, the loss goes down, and the
+  state keeps its dtypes.
+* Step counters start at ``int32`` max - 2 (set with ``_replace`` on the state's NamedTuples):
+  they saturate at ``2**31 - 1`` instead of wrapping to negative, every update stays finite, and
+  the bias corrections are exactly 1 (``1 - b**t == 1`` at huge ``t``), so the update equals the
+  uncorrected formula.
+* ``decay ** t`` is computed in float32 even for bf16/f16 inputs (in bf16, ``1 - 0.999**t``
+  rounds to 0 for small ``t``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import adaptix
+
+try:
+    from optimizers import OPTIMIZER_PARAMS
+except ImportError:  # tests/ imported as a package
+    from tests.optimizers import OPTIMIZER_PARAMS
+
+INT32_MAX = int(np.iinfo(np.int32).max)
+STEPS = 10_000
+
+LOW_PRECISION = {
+    "adam": lambda: adaptix.adam(1e-2),
+    "adamw": lambda: adaptix.adamw(1e-2, weight_decay=1e-2),
+    "rmsprop": lambda: adaptix.rmsprop(1e-3),
+    "rmsprop_centered_momentum": lambda: adaptix.rmsprop(1e-3, centered=True, momentum=0.9),
+    "adagrad": lambda: adaptix.adagrad(0.1),
+    "sgd_momentum": lambda: adaptix.sgd(0.05, momentum=0.9),
+    "nadam": lambda: adaptix.nadam(1e-2),
+    "amsgrad": lambda: adaptix.amsgrad(1e-2),
+    "adamax": lambda: adaptix.adamax(1e-2),
+    "lion": lambda: adaptix.lion(1e-3, weight_decay=1e-2),
+}
+
+
+def make_problem(dtype, n=128, d=255):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, d)) / np.sqrt(d)
+    teacher = rng.normal(size=d) * 3.0
+    y = (x @ teacher + 0.3 * rng.normal(size=n) > 0).astype(np.float64)
+    params = {"w": jnp.zeros(d, dtype), "b": jnp.zeros((), dtype)}
+    return params, jnp.asarray(x, dtype), jnp.asarray(y, dtype)
+
+
+def logistic_loss(params, x, y):
+    logits = x @ params["w"] + params["b"]
+    # mean of log(1 + exp(-s * logit)), s = 2y - 1, in the parameters' dtype
+    return jnp.mean(jax.nn.softplus(-(2 * y - 1) * logits))
+
+
+def all_finite(tree) -> bool:
+    return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(tree)
+               if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def train(opt, params, steps, data):
+    """``steps`` steps of ``opt`` on one logistic regression per dtype, side by side in one tree
+    (the problems are independent: each leaf's gradient is in its own dtype)."""
+
+    def losses_of(params):
+        return {k: logistic_loss(params[k], *data[k]) for k in params}
+
+    def step(carry, _):
+        params, state = carry
+        losses = losses_of(params)
+        grads = jax.grad(lambda p: sum(v.astype(jnp.float32) for v in losses_of(p).values()))(params)
+        updates, state = opt.update(grads, state, params)
+        return (optax.apply_updates(params, updates), state), losses
+
+    (params, state), losses = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
+    return params, state, losses
+
+
+DTYPES = {"bf16": jnp.bfloat16, "f16": jnp.float16}
+
+
+@pytest.mark.parametrize("name", sorted(LOW_PRECISION))
+def test_trains_10k_steps_in_low_precision(name):
+    opt = LOW_PRECISION[name]()
+    problems = {k: make_problem(dtype) for k, dtype in DTYPES.items()}
+    params = {k: problem[0] for k, problem in problems.items()}
+    data = {k: problem[1:] for k, problem in problems.items()}
+    final, state, losses = train(opt, params, STEPS, data)
+    for key, dtype in DTYPES.items():
+        assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(final[key]))
+        assert all_finite(final[key]), f"{name}/{key}: non-finite parameters after {STEPS} steps"
+        curve = np.asarray(losses[key], np.float32)
+        assert np.all(np.isfinite(curve)), f"{name}/{key}: first non-finite loss at step {np.argmin(np.isfinite(curve))}"
+        # trains: the loss at the end is well below log(2), the loss at zero parameters
+        assert curve[-100:].mean() < 0.8 * curve[0], (name, key, curve[0], curve[-100:].mean())
+    assert all_finite(state), f"{name}: non-finite optimizer state after {STEPS} steps"
+    for leaf, init_leaf in zip(jax.tree.leaves(state), jax.tree.leaves(opt.init(params))):
+        assert leaf.dtype == init_leaf.dtype
+
+
+# ----------------------------------------------------------------------------
+# Saturating step counters.
+# ----------------------------------------------------------------------------
+
+
+def is_state_tuple(node) -> bool:
+    return isinstance(node, tuple) and hasattr(node, "_fields")
+
+
+def set_counts(state: Any, count: int) -> Any:
+    """Every ``count`` field of every NamedTuple set to ``count`` (``mu_product`` to ``b**count``)."""
+
+    def visit(node):
+        if is_state_tuple(node):
+            fields = {name: visit(value) for name, value in zip(node._fields, node)}
+            if "count" in fields and jnp.issubdtype(jnp.result_type(fields["count"]), jnp.integer):
+                fields["count"] = jnp.asarray(count, jnp.result_type(fields["count"]))
+            if isinstance(node, adaptix.NesterovEmaState):
+                # the running product of momentum factors is b1**count: 0 at this count
+                fields["mu_product"] = jnp.zeros_like(fields["mu_product"])
+            return type(node)(**fields)
+        if isinstance(node, (tuple, list)):
+            return type(node)(visit(v) for v in node)
+        if isinstance(node, dict):
+            return {k: visit(v) for k, v in node.items()}
+        return node
+
+    return visit(state)
+
+
+def counts_of(state: Any) -> list[int]:
+    found = []
+
+    def visit(node):
+        if is_state_tuple(node) and "count" in node._fields:
+            found.append(int(node.count))
+        if isinstance(node, (tuple, list)):
+            for v in node:
+                visit(v)
+        elif isinstance(node, dict):
+            for v in node.values():
+                visit(v)
+
+    visit(state)
+    return found
+
+
+def small_params(dtype=jnp.float32):
+    rng = np.random.default_rng(1)
+    return {"w": jnp.asarray(rng.normal(size=(3, 4)), dtype), "b": jnp.asarray(rng.normal(size=4), dtype)}
+
+
+def small_grads(step, dtype=jnp.float32):
+    rng = np.random.default_rng(50 + step)
+    return {"w": jnp.asarray(0.2 + rng.normal(size=(3, 4)), dtype), "b": jnp.asarray(rng.normal(size=4), dtype)}
+
+
+@pytest.mark.parametrize("case", OPTIMIZER_PARAMS)
+def test_counter_saturates_near_int32_max(case):
+    opt = case.make()
+    params = small_params()
+    state = set_counts(opt.init(params), INT32_MAX - 2)
+    assert jax.tree.structure(state) == jax.tree.structure(opt.init(params))
+    has_count = bool(counts_of(state))
+    for step in range(5):
+        updates, state = opt.update(small_grads(step), state, params)
+        assert all_finite(updates), f"{case.id}: non-finite update at count ~ 2**31"
+        assert all_finite(state)
+        params = optax.apply_updates(params, updates)
+    counts = counts_of(state)
+    assert counts == [INT32_MAX] * len(counts), counts  # saturated, never negative
+    assert has_count or case.id in {"sgd", "sgd_momentum", "sgd_nesterov", "adagrad", "adadelta", "adamax",
+                                    "lion", "sign_sgd", "signum", "rprop"}
+
+
+def moments_state(m, v, count):
+    """The state of ``adam``'s chain with given first/second moments and count."""
+    count = jnp.asarray(count, jnp.int32)
+    return (
+        adaptix.TraceState(trace=m),
+        adaptix.ScaleByRmsState(count=count, nu=v),
+        adaptix.CountState(count=count),
+        adaptix.EmptyState(),
+    )
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16], ids=["f32", "bf16", "f16"])
+def test_bias_correction_is_exactly_one_at_huge_t(dtype):
+    g = jnp.asarray([0.5, -2.0, 1e-3], dtype)
+    for count in (INT32_MAX - 1, INT32_MAX):
+        out, state = adaptix.bias_correction(0.999).update(g, adaptix.CountState(jnp.asarray(count, jnp.int32)))
+        assert int(state.count) == INT32_MAX
+        np.testing.assert_array_equal(np.asarray(out), np.asarray(g))
+        assert out.dtype == dtype
+
+
+def test_adam_at_huge_t_is_the_uncorrected_formula():
+    lr, b1, b2, eps = 0.1, 0.9, 0.999, 1e-8
+    m = jnp.asarray([0.3, -0.2, 0.0, 1e-4])
+    v = jnp.asarray([0.04, 0.5, 0.0, 1e-6])
+    g = jnp.asarray([1.0, -0.5, 0.0, 2.0])
+    updates, state = adaptix.adam(lr, b1, b2, eps).update(g, moments_state(m, v, INT32_MAX - 1))
+    m64, v64, g64 = (np.asarray(a, np.float64) for a in (m, v, g))
+    m_new = b1 * m64 + (1 - b1) * g64
+    v_new = b2 * v64 + (1 - b2) * g64**2
+    expected = -lr * m_new / (np.sqrt(v_new) + eps)  # 1 - b**t == 1: no correction
+    np.testing.assert_allclose(np.asarray(updates), expected, rtol=1e-6, atol=1e-9)
+    assert int(state[1].count) == INT32_MAX and int(state[2].count) == INT32_MAX
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16], ids=["bf16", "f16"])
+def test_decay_power_in_float32_for_low_precision(dtype):
+    # At t = 1, 1 - 0.999**1 = 1e-3: exact enough in float32; in bf16, 0.999 rounds to 1.0
+    # and the correction would divide by zero.
+    assert float(jnp.asarray(0.999, jnp.bfloat16)) == 1.0
+    assert adaptix._base.scalar_dtype({"w": jnp.zeros(2, dtype)}) == jnp.float32
+    out, _ = adaptix.bias_correction(0.999).update(jnp.ones(2, dtype), adaptix.CountState(jnp.asarray(0, jnp.int32)))
+    np.testing.assert_allclose(np.asarray(out, np.float32), 1000.0, rtol=1e-2)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16], ids=["bf16", "f16"])
+def test_adam_low_precision_first_step_is_lr_sign(dtype):
+    # Adam's first step is -lr * sign(g) wherever (1 - b2) * g**2 is a normal number of the dtype,
+    # and 0 (not NaN or Inf) where it underflows to 0: in float16 (smallest normal 6.1e-5,
+    # smallest subnormal 6e-8) that is |g| < ~5e-3, and eps = 1e-8 itself rounds to 0. In between,
+    # the subnormal second moment has few significant bits (see docs/reliability.md).
+    g = jnp.asarray([3.0, -0.5, 0.3, 1e-4, 0.0], dtype)
+    opt = adaptix.adam(0.1)
+    updates, _ = opt.update(g, opt.init(jnp.zeros(5, dtype)))
+    out = np.asarray(updates, np.float32)
+    assert np.all(np.isfinite(out))
+    np.testing.assert_allclose(out[:3], -0.1 * np.sign(np.asarray(g[:3], np.float32)), rtol=2e-2)  # bf16: 8 bits
+    assert out[4] == 0.0
+    if dtype == jnp.float16:
+        assert out[3] == 0.0  # (1 - b2) * 1e-8 underflows: no step, and no NaN
+    else:
+        np.testing.assert_allclose(out[3], -0.1, rtol=2e-2)  # bfloat16 has float32's range
