@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import optax
 
 from adaptix._base import Transformation, check_same_structure
+from adaptix._fused import elementwise, is_elementwise
 
 
 def chain(*transforms: optax.GradientTransformation) -> Transformation:
@@ -77,6 +80,7 @@ def chain(*transforms: optax.GradientTransformation) -> Transformation:
                 f"{len(wrapped)} stages; was it initialised by a different optimizer?"
             )
         extra.pop("grad", None)  # a chain measures its own input
+        updates = jax.tree.map(jnp.asarray, updates)  # Python scalars become arrays
         if params is not None:
             check_same_structure(updates, params, "chain: updates", "params")
         grad = updates
@@ -89,4 +93,6 @@ def chain(*transforms: optax.GradientTransformation) -> Transformation:
             new_state.append(stage_state)
         return updates, tuple(new_state)
 
+    if all(is_elementwise(t) for t in stages):
+        update = elementwise(update)
     return Transformation(init, update)
