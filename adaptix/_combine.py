@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import optax
 
 from adaptix._base import Transformation, check_same_structure
-from adaptix._fused import elementwise, is_elementwise
 
 
 def chain(*transforms: optax.GradientTransformation) -> Transformation:
@@ -93,6 +92,4 @@ def chain(*transforms: optax.GradientTransformation) -> Transformation:
             new_state.append(stage_state)
         return updates, tuple(new_state)
 
-    if all(is_elementwise(t) for t in stages):
-        update = elementwise(update)
     return Transformation(init, update)

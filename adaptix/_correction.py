@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from adaptix import _validate as v
-from adaptix._fused import elementwise
 from adaptix._base import CountState, Transformation, power, safe_increment, scalar_dtype, zero_count
 
 import jax
@@ -39,7 +38,6 @@ def bias_correction(decay: float) -> Transformation:
         del params
         return CountState(count=zero_count())
 
-    @elementwise
     def update(updates, state, params=None, **extra):
         del params, extra
         count = safe_increment(state.count)

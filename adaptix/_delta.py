@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 
 from adaptix import _validate as v
-from adaptix._fused import elementwise
 from adaptix._base import (
     Transformation,
     abs_sq,
@@ -61,7 +60,6 @@ def scale_by_update_rms(rho: float = 0.9, eps: float = 1e-6) -> Transformation:
     def init(params):
         return ScaleByUpdateRmsState(e_x=tree_real_full_like(params, 0.0))
 
-    @elementwise
     def update(updates, state, params=None, **extra):
         del params, extra
         check_matches_state(updates, state.e_x, owner)
@@ -148,7 +146,6 @@ def scale_by_rprop(
             prev_grad=tree_zeros_like(params),
         )
 
-    @elementwise
     def update(updates, state, params=None, *, grad=None, **extra):
         del params, extra
         g = measured(updates, grad)

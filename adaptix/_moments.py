@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from adaptix import _validate as v
-from adaptix._fused import elementwise
 from adaptix._base import (
     Transformation,
     abs_sq,
@@ -147,7 +146,6 @@ def scale_by_rms(
     def init(params):
         return ScaleByRmsState(count=zero_count(), nu=tree_real_full_like(params, initial_scale))
 
-    @elementwise
     def update(updates, state, params=None, *, grad=None, **extra):
         del params, extra
         g = measured(updates, grad)
@@ -228,7 +226,6 @@ def scale_by_stddev(
             nu=tree_real_full_like(params, initial_scale),
         )
 
-    @elementwise
     def update(updates, state, params=None, *, grad=None, **extra):
         del params, extra
         g = measured(updates, grad)
@@ -293,7 +290,6 @@ def scale_by_rss(
     def init(params):
         return ScaleByRssState(sum_of_squares=tree_real_full_like(params, initial_accumulator_value))
 
-    @elementwise
     def update(updates, state, params=None, *, grad=None, **extra):
         del params, extra
         g = measured(updates, grad)
@@ -375,7 +371,6 @@ def scale_by_max_rms(
         zeros = tree_real_full_like(params, 0.0)
         return ScaleByMaxRmsState(count=zero_count(), nu=zeros, nu_max=zeros)
 
-    @elementwise
     def update(updates, state, params=None, *, grad=None, **extra):
         del params, extra
         g = measured(updates, grad)
@@ -444,7 +439,6 @@ def scale_by_inf_norm(decay: float = 0.999, eps: float = 1e-8) -> Transformation
     def init(params):
         return ScaleByInfNormState(nu=tree_real_full_like(params, 0.0))
 
-    @elementwise
     def update(updates, state, params=None, *, grad=None, **extra):
         del params, extra
         g = measured(updates, grad)
@@ -512,7 +506,6 @@ def scale_by_rectified_rms(
     def init(params):
         return ScaleByRmsState(count=zero_count(), nu=tree_real_full_like(params, 0.0))
 
-    @elementwise
     def update(updates, state, params=None, *, grad=None, **extra):
         del params, extra
         g = measured(updates, grad)

@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import optax
 
 from adaptix import _validate as v
-from adaptix._fused import elementwise
 from adaptix._base import (
     EmptyState,
     ScalarOrSchedule,
@@ -34,7 +33,6 @@ def scale(step_size: float) -> Transformation:
     """
     v.check_range("scale", "step_size", step_size)
 
-    @elementwise
     def update(updates, state, params=None, **extra):
         del params, extra
         return jax.tree.map(lambda u: (step_size * u).astype(u.dtype), updates), state
@@ -91,7 +89,6 @@ def scale_by_learning_rate(
         del params
         return ScaleByScheduleState(count=zero_count())
 
-    @elementwise
     def update(updates, state, params=None, **extra):
         del params, extra
         rate = sign * learning_rate(state.count)
@@ -158,7 +155,7 @@ def add_decayed_weights(
         return out, state
 
     if mask is None:
-        return Transformation(init, elementwise(update))
+        return Transformation(init, update)
     masked = optax.masked(optax.GradientTransformation(init, update), mask)
 
     def masked_update(updates, state, params=None, **extra):
@@ -183,7 +180,6 @@ def scale_by_sign() -> Transformation:
       Bernstein et al., 2018, signSGD, https://arxiv.org/abs/1802.04434
     """
 
-    @elementwise
     def update(updates, state, params=None, **extra):
         del params, extra
         return jax.tree.map(jnp.sign, updates), state
