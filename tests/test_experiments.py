@@ -10,26 +10,37 @@ from pathlib import Path
 
 import pytest
 
-from adaptix.experiments import registry
+import adaptix
+from adaptix.experiments import bias_correction, registry
+from adaptix.experiments import run as run_module
 from adaptix.experiments.__main__ import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SHARED_DATA = Path(os.environ.get("ADAPTIX_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
+def _assert_png(path: Path, min_size: tuple[int, int] = (400, 300)) -> None:
+    """A complete PNG file of at least ``min_size`` pixels: signature, IHDR first, IEND last."""
+    blob = path.read_bytes()
+    assert blob[:8] == PNG_SIGNATURE, path
+    assert blob[12:16] == b"IHDR" and blob[-8:-4] == b"IEND", path
+    width, height = int.from_bytes(blob[16:20], "big"), int.from_bytes(blob[20:24], "big")
+    assert width >= min_size[0] and height >= min_size[1], (width, height)
+    assert path.stat().st_size > 10_000  # not a blank canvas
+
+
 def _run(tmp_path: Path, *args: str) -> dict:
     out = tmp_path / "out"
     assert main(["run", *args, "--out", str(out), "--no-progress"]) == 0
     results = json.loads((out / "results.json").read_text())
-    png = out / f"{results['experiment']}.png"
-    assert png.read_bytes()[:8] == PNG_SIGNATURE and png.stat().st_size > 10_000
+    _assert_png(out / f"{results['experiment']}.png")
     return results
 
 
 def test_list(capsys):
     assert main(["list"]) == 0
     listed = capsys.readouterr().out
-    for name in ("digits", "logreg-mnist", "logreg-imdb", "mlp-mnist", "cnn-cifar10"):
+    for name in ("digits", "logreg-mnist", "logreg-imdb", "mlp-mnist", "cnn-cifar10", "bias-correction", "toys"):
         assert name in listed
 
 
@@ -77,6 +88,66 @@ def test_grid_search_records_grid_and_winner(tmp_path, monkeypatch):
     assert run["learning_rate"] == 1e-2  # 1e-5 barely moves in one epoch
 
 
+def test_tuning_grid_relative_to_the_default_rate(tmp_path):
+    results = _run(tmp_path, "digits", "--epochs", "1", "--optimizers", "adam", "--tune", "--grid", "x0.1,x1")
+    assert set(results["runs"][0]["grid"]) == {"0.001", "0.01"}  # digits' adam default is 1e-2
+    assert run_module.parse_grid("1e-3, 1e-2") == ((1e-3, 1e-2), False)
+    for bad in ("x1,1e-3", "abc", "0,1", ""):
+        with pytest.raises(ValueError, match="--grid"):
+            run_module.parse_grid(bad)
+
+
+def test_loss_every_downsamples_results_json(tmp_path):
+    results = _run(tmp_path, "digits", "--epochs", "1", "--optimizers", "adam", "--loss-every", "10")
+    run = results["runs"][0]
+    assert run["iteration_loss_every"] == 10
+    assert len(run["iteration_loss"]) == -(-(1437 // 32) // 10)  # block means, the last one shorter
+    assert results["wall_seconds"] > 0
+
+
+def test_adam_without_bias_correction_first_step():
+    """Without correction the first step is lr (1 - b1) / sqrt(1 - b2): 10x too large at b1=0.9, b2=0.9999."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    for b1, b2 in ((0.0, 0.99), (0.9, 0.9999), (0.9, 0.999)):
+        opt = bias_correction.adam_without_bias_correction(1e-3, b1=b1, b2=b2, eps=0.0)
+        g = jnp.array([2.0, -0.5])
+        step, state = opt.update(g, opt.init(jnp.zeros(2)))
+        np.testing.assert_allclose(step, -1e-3 * (1 - b1) / np.sqrt(1 - b2) * np.sign(g), rtol=1e-3)  # float32 1 - b2
+        corrected = adaptix.adam(1e-3, b1=b1, b2=b2, eps=0.0)
+        np.testing.assert_allclose(corrected.update(g, corrected.init(jnp.zeros(2)))[0], -1e-3 * np.sign(g), rtol=1e-3)
+    # the command line's "adam-no-bias-correction" is the same chain at the default betas
+    named = registry.optimizer_factory("adam-no-bias-correction")(1e-3)
+    np.testing.assert_allclose(named.update(g, named.init(jnp.zeros(2)))[0], -1e-3 * 0.1 / np.sqrt(1e-3) * np.sign(g),
+                               rtol=1e-3)
+
+
+def test_bias_correction_rejects_optimizers_and_tune(tmp_path, capsys):
+    assert main(["run", "bias-correction", "--optimizers", "adam", "--out", str(tmp_path)]) == 2
+    assert "--optimizers does not apply" in capsys.readouterr().err
+    assert main(["run", "bias-correction", "--tune", "--out", str(tmp_path)]) == 2
+    assert "--tune" in capsys.readouterr().err
+
+
+def test_toys_quick(tmp_path, capsys):
+    """The toy landscapes need no data: trajectories, a step size per landscape, contour plots."""
+    results = _run(tmp_path, "toys", "--quick", "--optimizers", "sgd,adam")
+    names = [entry["name"] for entry in results["landscapes"]]
+    assert len(names) == 4 and any("Rosenbrock" in n for n in names) and any("saddle" in n for n in names)
+    for entry in results["landscapes"]:
+        for run in entry["runs"]:
+            assert run["learning_rate"] in results["grid"]
+            assert len(run["trajectory"]) == len(run["loss"]) == results["steps"] + 1
+            if entry["minimum"] is not None:  # every optimizer makes progress on every bounded landscape
+                assert run["final_loss"] < 0.5 * run["loss"][0], (entry["name"], run["optimizer"], run["final_loss"])
+            else:  # and leaves the saddle downhill
+                assert run["final_loss"] < run["loss"][0] - 1.0, (entry["name"], run["optimizer"])
+    quadratic = results["landscapes"][0]["runs"]
+    assert next(r for r in quadratic if r["optimizer"] == "adam")["final_loss"] < 1e-2
+    assert "Rosenbrock" in capsys.readouterr().out
+
+
 def test_bad_optimizer_name_is_a_clear_error(tmp_path, capsys):
     assert main(["run", "digits", "--optimizers", "adamm", "--out", str(tmp_path)]) == 2
     assert "unknown optimizer 'adamm'" in capsys.readouterr().err
@@ -122,3 +193,19 @@ def test_cnn_cifar10_quick_real_data(tmp_path):
     assert results["train_size"] == 2000
     assert not run["diverged"]
     assert run["epoch_test_accuracy"][-1] > 0.25  # chance is 0.1; 45 steps on 2,000 images
+
+
+@needs_data
+def test_bias_correction_quick_real_data(tmp_path):
+    """Section 6.4 in miniature: without correction beta2=0.9999 is worse early; with it, every beta2 trains."""
+    results = _run(tmp_path, "bias-correction", "--quick", "--data-dir", str(SHARED_DATA))
+    assert results["checkpoints"] == {"early": 30, "late": 150}
+    assert len(results["runs"]) == 2 * len(results["beta1"]) * len(results["beta2"]) * len(results["step_sizes"])
+    for run in results["runs"]:
+        assert len(run["curve"]) == -(-150 // results["curve_every"])
+        if run["bias_correction"]:  # real learning: the negative ELBO falls from ~540 nats to under 200
+            assert run["loss"]["late"] < min(200.0, 0.5 * results["initial_loss"]), run
+    early = results["verdict"]["early"]
+    assert early["stable_with_correction"] and early["unstable_without_correction"], early
+    assert early["per_beta2"]["0.9999"]["worse"] >= 1 and early["per_beta2"]["0.99"]["worse"] == 0
+    assert results["claim_holds"]

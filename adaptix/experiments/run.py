@@ -28,16 +28,42 @@ def _tail_cost(history: History) -> float:
     return float(np.mean(tail))
 
 
-def grid_search(experiment, data, name: str, *, epochs: int, seed: int, progress) -> tuple[float, dict[str, float]]:
+def parse_grid(spec: str) -> tuple[tuple[float, ...], bool]:
+    """``"1e-3,1e-2"`` -> absolute step sizes; ``"x0.3,x1,x3"`` -> factors of each optimizer's default rate."""
+    items = [s.strip() for s in spec.split(",") if s.strip()]
+    relative = [s.startswith("x") for s in items]
+    if not items or (any(relative) and not all(relative)):
+        raise ValueError(f"--grid takes step sizes (1e-3,1e-2) or factors of the default (x0.3,x1,x3), got {spec!r}")
+    try:
+        values = tuple(float(s[1:] if s.startswith("x") else s) for s in items)
+    except ValueError:
+        raise ValueError(f"--grid: cannot read {spec!r} as numbers") from None
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"--grid values must be positive, got {spec!r}")
+    return values, all(relative)
+
+
+def tuning_grid(experiment, name: str, grid: tuple[float, ...] | None = None, relative: bool = False) -> tuple[float, ...]:
+    """The step sizes tried for optimizer ``name``: the experiment's grid, an explicit one, or factors of its default."""
+    if grid is None:
+        return experiment.grid
+    if relative:
+        return tuple(float(f"{f * experiment.learning_rate(name):.3g}") for f in grid)
+    return tuple(grid)
+
+
+def grid_search(experiment, data, name: str, *, epochs: int, seed: int, progress,
+                grid: tuple[float, ...] | None = None) -> tuple[float, dict[str, float]]:
     """The paper's protocol: the step size with the lowest training cost after a short budget."""
+    grid = experiment.grid if grid is None else grid
     scores = {}
-    for lr in experiment.grid:
+    for lr in grid:
         tx = registry.optimizer_factory(name)(experiment.schedule(lr))
         h = train(_fresh_model(experiment, data, seed), tx, data, name=name, learning_rate=lr, epochs=epochs,
                   batch_size=experiment.batch_size, l2=experiment.l2, seed=seed, evaluate_every_epoch=False,
                   progress=progress)
         scores[f"{lr:g}"] = registry.finite_or_inf(_tail_cost(h))
-    best = min(experiment.grid, key=lambda lr: scores[f"{lr:g}"])
+    best = min(grid, key=lambda lr: scores[f"{lr:g}"])
     return best, scores
 
 
@@ -53,9 +79,26 @@ def run_experiment(
     tune: bool = False,
     tune_epochs: int | None = None,
     progress: bool | None = None,
+    loss_every: int = 1,
+    grid: tuple[float, ...] | None = None,
+    grid_relative: bool = False,
 ) -> dict:
-    """Trains every optimizer on the experiment and writes ``results.json`` and ``<name>.png`` to ``out``."""
+    """Trains every optimizer on the experiment and writes ``results.json`` and ``<name>.png`` to ``out``.
+
+    With ``tune``, each optimizer without an explicit rate is grid-searched over ``grid`` (default:
+    the experiment's), or over ``grid`` times its default rate with ``grid_relative``.
+    ``loss_every=k`` stores in ``results.json`` the mean minibatch cost of each block of ``k``
+    iterations instead of every iteration (``iteration_loss_every`` records ``k``), which keeps the
+    file of a long run small; the plot is drawn from the full curve. The returned dict always holds
+    every iteration.
+    """
+    if loss_every < 1:
+        raise ValueError(f"loss_every must be a positive integer, got {loss_every}")
     experiment = registry.get(name)
+    if experiment.runner is not None:
+        return experiment.runner(experiment, optimizers=optimizers, epochs=epochs, data_dir=data_dir, out=out,
+                                 seed=seed, quick=quick, tune=tune, tune_epochs=tune_epochs, progress=progress,
+                                 loss_every=loss_every, grid=grid, grid_relative=grid_relative)
     if optimizers is None:
         optimizers = [(o, None) for o in experiment.optimizers]
     epochs = epochs if epochs is not None else (experiment.quick_epochs if quick else experiment.epochs)
@@ -65,9 +108,12 @@ def run_experiment(
 
     runs = []
     for opt_name, lr in optimizers:
-        grid = None
+        scores, tune_seconds = None, None
         if lr is None and tune:
-            lr, grid = grid_search(experiment, data, opt_name, epochs=tune_epochs or epochs, seed=seed, progress=progress)
+            t_tune = time.perf_counter()
+            lr, scores = grid_search(experiment, data, opt_name, epochs=tune_epochs or epochs, seed=seed,
+                                     progress=progress, grid=tuning_grid(experiment, opt_name, grid, grid_relative))
+            tune_seconds = time.perf_counter() - t_tune
         elif lr is None:
             lr = experiment.learning_rate(opt_name)
         tx = registry.optimizer_factory(opt_name)(experiment.schedule(lr))
@@ -75,7 +121,8 @@ def run_experiment(
                         epochs=epochs, batch_size=experiment.batch_size, l2=experiment.l2, seed=seed,
                         progress=progress)
         record = asdict(history)
-        record["grid"] = grid
+        record["grid"] = scores  # step size -> tail training cost after tune_epochs (None: not tuned)
+        record["tune_seconds"] = tune_seconds
         runs.append(record)
 
     results = {
@@ -92,16 +139,72 @@ def run_experiment(
         "train_size": len(data.train),
         "test_size": len(data.test),
         "load_seconds": load_seconds,
+        "wall_seconds": time.perf_counter() - t0,  # loading, tuning, training and evaluation
         "runs": runs,
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    write_results(results, out / "results.json", loss_every=loss_every)
     plot(results, out / f"{experiment.name}.png")
     return results
 
 
+def downsample(losses: list[float], every: int) -> list[float]:
+    """Mean of each block of ``every`` consecutive values (the last block may be shorter)."""
+    if every <= 1:
+        return list(losses)
+    v = np.asarray(losses, dtype=float)
+    return [float(v[i : i + every].mean()) for i in range(0, len(v), every)]
+
+
+def write_results(results: dict, path: Path, *, loss_every: int = 1) -> None:
+    """``results.json``, with per-iteration curves reduced to block means of ``loss_every`` iterations."""
+    stored = dict(results)
+    stored["runs"] = []
+    for r in results["runs"]:
+        r = dict(r)
+        if loss_every > 1:
+            r["iteration_loss"] = downsample(r["iteration_loss"], loss_every)
+            r["iteration_loss_every"] = loss_every
+        stored["runs"].append(r)
+    write_json(stored, path)
+
+
+def _clean(obj):
+    """Non-finite floats (diverged runs) -> None; floats rounded to 7 significant digits (float32 precision)."""
+    if isinstance(obj, (float, np.floating)):
+        return float(f"{obj:.7g}") if math.isfinite(obj) else None
+    if isinstance(obj, (np.integer, np.bool_)):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _dumps(obj, level: int = 0) -> str:
+    """JSON with one key per line, but lists of numbers (and of lists of numbers) on one line."""
+    pad, inner = " " * level, " " * (level + 1)
+    if isinstance(obj, dict):
+        if not obj:
+            return "{}"
+        items = [f"{inner}{json.dumps(k)}: {_dumps(v, level + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, list) and obj and any(isinstance(v, dict) for v in obj):
+        return "[\n" + ",\n".join(inner + _dumps(v, level + 1) for v in obj) + "\n" + pad + "]"
+    return json.dumps(obj, allow_nan=False, separators=(",", ":") if isinstance(obj, list) else None)
+
+
+def write_json(results: dict, path: Path) -> None:
+    """Strict JSON: a non-finite number (a diverged run) is written as ``null``; curves on one line each."""
+    path.write_text(_dumps(_clean(results)) + "\n")
+
+
 def summary_table(results: dict) -> str:
     """A plain-text table: final training cost, test accuracy and wall time per optimizer."""
+    experiment = registry.EXPERIMENTS.get(results["experiment"])
+    if experiment is not None and experiment.summarize is not None:
+        return experiment.summarize(results)
     rows = [("optimizer", "lr", "train cost", "test acc", "seconds")]
     for r in results["runs"]:
         cost = "diverged" if r["diverged"] else f"{r['epoch_train_loss'][-1]:.4f}"
@@ -125,24 +228,45 @@ def _smooth(values: list[float], window: int) -> np.ndarray:
 
 
 def plot(results: dict, path: Path) -> None:
-    """Training cost against iterations, one curve per optimizer, as in the paper's figures."""
+    """Training cost against iterations, one curve per optimizer, as in the paper's figures.
+
+    Left: the minibatch cost, smoothed over a hundredth of the run. Right (when the runs evaluated
+    more than one epoch): the cost on the whole training set after each epoch, with test accuracy.
+    Works on the dict :func:`run_experiment` returns and on a ``results.json`` read back.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    per_epoch = any(len(r.get("epoch_train_loss") or []) > 1 for r in results["runs"])
+    fig, axes = plt.subplots(1, 2 if per_epoch else 1, figsize=(11.5 if per_epoch else 6.4, 4.4), dpi=110,
+                             squeeze=False)
+    ax = axes[0, 0]
     for r in results["runs"]:
-        losses = r["iteration_loss"]
+        losses = [v if v is not None else np.nan for v in r["iteration_loss"]]
+        every = r.get("iteration_loss_every", 1)  # a curve read back from a downsampled results.json
         window = max(1, len(losses) // 100)
         y = _smooth(losses, window)
-        ax.plot(np.arange(len(y)) + window, y, label=f"{r['optimizer']} (lr {r['learning_rate']:g})", lw=1.4)
+        ax.plot((np.arange(len(y)) + window) * every, y, label=f"{r['optimizer']} (lr {r['learning_rate']:g})", lw=1.4)
     ax.set_yscale("log")
     ax.set_xlabel("iterations")
     ax.set_ylabel("training cost (minibatch, smoothed)")
-    ax.set_title(f"{results['experiment']}: {results['description']}", fontsize=8)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
+    if per_epoch:
+        ax2 = axes[0, 1]
+        for r in results["runs"]:
+            cost = [v if v is not None else np.nan for v in r["epoch_train_loss"]]
+            acc = r["epoch_test_accuracy"][-1] if r["epoch_test_accuracy"] else float("nan")
+            ax2.plot(np.arange(1, len(cost) + 1), cost, marker="." if len(cost) < 60 else None, lw=1.4,
+                     label=f"{r['optimizer']}: final {cost[-1]:.4f}, test acc {acc:.4f}")
+        ax2.set_yscale("log")
+        ax2.set_xlabel("iterations over the entire training set (epochs)")
+        ax2.set_ylabel("training cost (whole training set)")
+        ax2.grid(alpha=0.3, which="both")
+        ax2.legend(fontsize=8)
+    fig.suptitle(f"{results['experiment']}: {results['description']}", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -1,0 +1,190 @@
+"""Toy problems for a quick look: optimizers' trajectories on 2-D landscapes.
+
+Runs each chosen optimizer on the landscapes of :mod:`adaptix.experiments.landscapes`: an
+ill-conditioned quadratic, Rosenbrock's valley, the saddle ``x^2 - y^2`` and a quadratic with
+noisy gradients. Each optimizer's step size is picked per landscape from a small log grid (the
+see :func:`score`; all grid points run at once under ``jax.vmap``, so this
+costs one compilation per optimizer and landscape), unless the command line fixes it
+(``adam@0.05``). The figure shows the trajectories on contour plots and the loss against steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from adaptix.experiments import landscapes
+
+CLAIM = ("Not a claim of the paper, a quick look: the per-coordinate methods (AdaGrad, RMSProp, Adam) leave the "
+         "saddle within a few steps where SGD lingers near it")
+DESCRIPTION = "Toy landscapes (ill-conditioned quadratic, Rosenbrock, saddle, noisy quadratic): trajectories"
+OPTIMIZERS = ("sgd", "sgd-nesterov", "adagrad", "rmsprop", "adam")
+GRID = tuple(float(f"{v:.3g}") for v in np.logspace(-3, 0, 7))  # 0.001 ... 1
+QUICK_GRID = (1e-3, 1e-2, 1e-1, 1.0)
+STEPS, QUICK_STEPS = 300, 100
+
+
+def problems() -> list[landscapes.Problem]:
+    """The four landscapes, in the order of the figure's columns."""
+    return [
+        landscapes.quadratic(condition=50.0),
+        landscapes.rosenbrock(),
+        landscapes.saddle(),
+        landscapes.noisy_quadratic(condition=10.0, noise=1.0),
+    ]
+
+
+def score(problem: landscapes.Problem, losses: np.ndarray) -> float:
+    """How good a trajectory is (lower is better); inf if it diverged.
+
+    With a known minimum ``f*``: the mean of ``log10(f - f* + 1e-12)`` along the trajectory, which
+    rewards getting close fast and staying close. Without one (the saddle, unbounded below): the
+    mean loss, clipped at ``f(x0) - 10`` so that running away down the saddle counts as success
+    without dominating.
+    """
+    if not np.all(np.isfinite(losses)):
+        return math.inf
+    if problem.minimum is not None:
+        floor = float(problem.loss(jnp.asarray(problem.minimum)))
+        return float(np.mean(np.log10(np.maximum(losses - floor, 0.0) + 1e-12)))
+    return float(np.mean(np.maximum(losses, float(losses[0]) - 10.0)))
+
+
+def _trajectories(factory: Callable, problem: landscapes.Problem, rates: tuple[float, ...], steps: int,
+                  seed: int) -> np.ndarray:
+    """Iterates ``(rates, steps + 1, dim)`` for every step size; vmapped when the factory allows it."""
+    lrs = jnp.asarray(rates, jnp.float32)
+    try:
+        xs = jax.vmap(lambda lr: landscapes.trajectory(factory(lr), problem, steps=steps, seed=seed))(lrs)
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError, TypeError, ValueError):
+        # a user's factory that needs a concrete learning rate: one compilation per step size
+        xs = jnp.stack([landscapes.trajectory(factory(lr), problem, steps=steps, seed=seed) for lr in rates])
+    return np.asarray(xs, np.float64)
+
+
+def run(*, optimizers: list[tuple[str, float | None]] | None = None, out: Path = Path("runs/toys"), seed: int = 0,
+        quick: bool = False, steps: int | None = None, progress: bool | None = None) -> dict:
+    """Runs every optimizer on every landscape; writes ``results.json`` and ``toys.png`` to ``out``."""
+    from tqdm.auto import tqdm
+
+    from adaptix.experiments import registry
+    from adaptix.experiments.run import write_json
+
+    t0 = time.perf_counter()
+    optimizers = optimizers or [(name, None) for name in OPTIMIZERS]
+    steps = steps or (QUICK_STEPS if quick else STEPS)
+    grid = QUICK_GRID if quick else GRID
+    probs = problems()
+    results = {"experiment": "toys", "description": DESCRIPTION, "claim": CLAIM, "seed": seed, "quick": quick,
+               "steps": steps, "grid": list(grid), "landscapes": []}
+    disable = None if progress is None else not progress
+    with tqdm(total=len(probs) * len(optimizers), desc="toys", disable=disable, leave=False) as bar:
+        for problem in probs:
+            entry = {"name": problem.name, "x0": problem.x0.tolist(),
+                     "minimum": None if problem.minimum is None else problem.minimum.tolist(),
+                     "noise": problem.noise if not isinstance(problem.noise, np.ndarray) else problem.noise.tolist(),
+                     "runs": []}
+            for name, lr in optimizers:
+                start = time.perf_counter()
+                factory = registry.optimizer_factory(name)
+                rates = (lr,) if lr is not None else grid
+                xs = _trajectories(factory, problem, rates, steps, seed)
+                losses = [np.asarray(landscapes.losses(problem, x), np.float64) for x in xs]
+                scores = [score(problem, loss) for loss in losses]
+                best = int(np.argmin(scores))
+                entry["runs"].append({
+                    "optimizer": name,
+                    "learning_rate": rates[best],
+                    "grid": None if lr is not None else {f"{r:g}": s for r, s in zip(rates, scores)},
+                    "final_loss": float(losses[best][-1]),
+                    "loss": losses[best].tolist(),
+                    "trajectory": xs[best].tolist(),
+                    "seconds": time.perf_counter() - start,
+                })
+                bar.update()
+            results["landscapes"].append(entry)
+    results["wall_seconds"] = time.perf_counter() - t0
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(results, out / "results.json")
+    plot(results, out / "toys.png")
+    return results
+
+
+def run_experiment(experiment, *, optimizers=None, epochs=None, data_dir=None, out=Path("runs/toys"), seed=0,
+                   quick=False, tune=False, tune_epochs=None, progress=None, loss_every=1, grid=None,
+                   grid_relative=False) -> dict:
+    """The command line's entry point; ``--epochs`` is the number of steps here."""
+    del experiment, data_dir, tune, tune_epochs, loss_every, grid_relative  # always tuned; no data
+    if grid:
+        raise ValueError("toys picks each step size from its own grid; give one with --optimizers adam@0.05")
+    return run(optimizers=optimizers, out=out, seed=seed, quick=quick, steps=epochs, progress=progress)
+
+
+def summary(results: dict) -> str:
+    """Step size and final loss per landscape and optimizer."""
+    names = [r["optimizer"] for r in results["landscapes"][0]["runs"]]
+    head = ["landscape", *names]
+    rows = [head]
+    for entry in results["landscapes"]:
+        rows.append([entry["name"], *(f"{r['final_loss']:.3g} (lr {r['learning_rate']:g})" for r in entry["runs"])])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return (f"toys: final loss after {results['steps']} steps (step size picked from {results['grid']})\n"
+            + "\n".join(lines))
+
+
+def plot(results: dict, path: Path) -> None:
+    """Top row: trajectories on contour plots; bottom row: loss against steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    probs = {p.name: p for p in problems()}
+    n = len(results["landscapes"])
+    fig, axes = plt.subplots(2, n, figsize=(3.5 * n, 6.6), dpi=100, squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for col, entry in enumerate(results["landscapes"]):
+        problem = probs[entry["name"]]
+        ax, lax = axes[0, col], axes[1, col]
+        X, Y, Z = landscapes.contour_grid(problem, n=120)
+        if problem.minimum is not None:  # log-spaced levels above the minimum
+            floor = float(problem.loss(jnp.asarray(problem.minimum)))
+            levels = floor + np.geomspace(1e-2, max(Z.max() - floor, 1e-1), 14)
+        else:
+            levels = 14
+        ax.contour(X, Y, Z, levels=levels, colors="0.75", linewidths=0.6)
+        (x_lo, x_hi), (y_lo, y_hi) = problem.bounds
+        for i, r in enumerate(entry["runs"]):
+            xs = np.asarray(r["trajectory"], float)
+            ax.plot(xs[:, 0], xs[:, 1], "-", color=colors[i % len(colors)], lw=1.2, label=r["optimizer"])
+            loss = np.asarray(r["loss"], float)
+            if problem.minimum is not None:
+                y = np.maximum(loss - floor, 1e-12)
+                lax.set_yscale("log")
+                lax.set_ylabel("loss − minimum" if col == 0 else None)
+            else:
+                y = np.maximum(loss, -10.0)
+                lax.set_ylabel("loss (clipped at −10)")
+            lax.plot(np.arange(len(y)), y, color=colors[i % len(colors)], lw=1.2,
+                     label=f"{r['optimizer']} (lr {r['learning_rate']:g})")
+        ax.plot(*problem.x0[:2], "ko", ms=4)
+        if problem.minimum is not None:
+            ax.plot(*problem.minimum[:2], "k*", ms=9)
+        ax.set_xlim(x_lo, x_hi)
+        ax.set_ylim(y_lo, y_hi)
+        ax.set_title(entry["name"], fontsize=9)
+        lax.set_xlabel("step")
+        lax.grid(alpha=0.3, which="both")
+        lax.legend(fontsize=6.5)
+    axes[0, 0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
