@@ -282,3 +282,91 @@ def lion_momentum(b1: float = 0.9, b2: float = 0.99, mu_dtype: Any = None) -> Tr
         return cast_like(out, updates), LionMomentumState(mu=cast_like(new_mu, state.mu))
 
     return Transformation(init, update)
+
+
+class ParameterDifferenceMomentumState(NamedTuple):
+    """The parameters seen at the previous update (:math:`w_{t-1}`)."""
+
+    previous_params: Any
+
+
+def parameter_difference_momentum(beta: float) -> Transformation:
+    r"""Hinton's momentum as a parameter difference: adds :math:`\beta\,(w_t - w_{t-1})` to the input.
+
+    Placed *after* the learning-rate stage, it turns a step :math:`-\eta_t g_t`
+    into
+
+    .. math::
+
+        w_{t+1} = w_t - \eta_t \nabla f(w_t) + \beta\,(w_t - w_{t-1}),
+        \qquad\text{so}\qquad
+        \Delta_t = -\sum_{s \le t} \beta^{\,t-s}\, \eta_s\, g_s,
+
+    where :math:`\Delta_t = w_{t+1} - w_t` is the applied update and
+    :math:`w_t - w_{t-1} = \Delta_{t-1}` (0 at the first step). The difference is
+    taken from the ``params`` passed to ``update``, so it is the update that was
+    actually applied, whatever came after this stage.
+
+    Momentum of the gradient *before* the learning rate (``sgd(lr, momentum)``,
+    ``chain(trace(beta), scale_by_learning_rate(lr))``) gives instead
+    :math:`\Delta'_t = -\eta_t \sum_{s \le t} \beta^{t-s} g_s`. The two coincide
+    for a constant :math:`\eta`; under a schedule they differ by
+
+    .. math::
+
+        \Delta_t - \Delta'_t = \sum_{s \le t} \beta^{\,t-s}\,(\eta_t - \eta_s)\, g_s:
+
+    after a drop of the learning rate, parameter-difference momentum keeps
+    moving with the old, larger velocity for about :math:`1/(1-\beta)` steps
+    (Goyal et al.'s "momentum correction" rescales the buffer to avoid exactly
+    this).
+
+    Args:
+      beta: :math:`\beta \in [0, 1)`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, adaptix
+      >>> opt = adaptix.chain(adaptix.scale_by_learning_rate(0.1), adaptix.parameter_difference_momentum(0.9))
+      >>> w = jnp.zeros(1)
+      >>> state = opt.init(w)
+      >>> for _ in range(2):
+      ...     u, state = opt.update(jnp.ones(1), state, w)
+      ...     w = optax.apply_updates(w, u)
+      >>> u  # -0.1 + 0.9 * (-0.1): as sgd(0.1, momentum=0.9) for a constant rate
+      Array([-0.19], dtype=float32)
+
+    Note:
+      When this stage is the last one and every update is applied, it equals
+      ``trace(beta)`` placed after the learning rate, up to the rounding of
+      :math:`w_t - w_{t-1}` (which loses the low bits of the step when
+      :math:`|w| \gg |\Delta|`). It needs ``params``. PyTorch's and Optax's SGD
+      put the momentum before the learning rate (:math:`\Delta'_t`).
+
+    References:
+      Rumelhart, Hinton & Williams, 1986, Learning representations by
+      back-propagating errors, https://doi.org/10.1038/323533a0;
+      Sutskever, Martens, Dahl & Hinton, 2013, eq. (1),
+      https://proceedings.mlr.press/v28/sutskever13.html;
+      Goyal et al., 2017, section 2.1 (momentum correction),
+      https://arxiv.org/abs/1706.02677
+    """
+    owner = "parameter_difference_momentum"
+    v.check_decay(owner, "beta", beta)
+
+    def init(params):
+        return ParameterDifferenceMomentumState(previous_params=jax.tree.map(lambda p: jnp.array(p, copy=True), params))
+
+    def update(updates, state, params=None, **extra):
+        del extra
+        if params is None:
+            raise ValueError(
+                f"{owner}: params are required (call update(updates, state, params)); the momentum is "
+                "beta * (params - params at the previous update)."
+            )
+        check_matches_state(updates, state.previous_params, owner)
+        out = jax.tree.map(lambda u, p, q: u + beta * (p - q).astype(u.dtype), updates, params,
+                           state.previous_params)
+        new_state = ParameterDifferenceMomentumState(previous_params=cast_like(params, state.previous_params))
+        return cast_like(out, updates), new_state
+
+    return Transformation(init, update)

@@ -1,0 +1,366 @@
+"""The Bayesian-filtering view of adaptive methods (Aitchison, 2020): AdaBayes and AdaBayes-FP.
+
+Each parameter :math:`w` is inferred by a scalar Kalman filter whose
+observations are backpropagated gradients. The other parameters keep changing
+while :math:`w` is being learned, which the filter models as a slow random walk
+of :math:`w` towards a prior :math:`\\mathcal N(0, \\sigma^2)`:
+
+.. math::
+
+    w_t = e^{-\\eta^2/(2\\sigma^2)}\\, w_{t-1} + \\xi_t, \\qquad
+    \\xi_t \\sim \\mathcal N\\!\\left(0,\\ \\sigma^2 (1 - e^{-\\eta^2/\\sigma^2})\\right)
+    \\ \\approx\\ \\mathcal N(0, \\eta^2).
+
+The filter's posterior variance :math:`\\sigma^2_{post}` is the per-coordinate
+learning rate: while little is known (:math:`\\sigma^2_{post} \\approx \\sigma^2`)
+it is SGD (with learning rate :math:`\\alpha = B\\sigma^2` for the mean loss of a
+batch of :math:`B`); once many gradients have been seen it settles at
+:math:`\\eta/\\sqrt{\\langle g^2\\rangle}`, which is Adam's. The equations were
+re-derived from the paper's model and agree with the author's public reference
+implementation (https://github.com/LaurenceA/adabayes).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from adaptix import _validate as v
+from adaptix._base import (
+    Transformation,
+    abs_sq,
+    cast_like,
+    check_matches_state,
+    measured,
+    power,
+    safe_increment,
+    scalar_dtype,
+    tree_real_full_like,
+    zero_count,
+)
+from adaptix._combine import chain
+from adaptix._correction import bias_correction
+from adaptix._momentum import trace
+from adaptix._scale import add_decayed_weights, scale
+
+
+
+def _check_positive(owner: str, name: str, value: Any) -> None:
+    """A concrete number > 0 (it enters the update nonlinearly, so it cannot be traced or scheduled)."""
+    if isinstance(value, jax.core.Tracer) or callable(value):
+        raise TypeError(f"{owner}: {name} must be a concrete number > 0 (not a schedule or a traced value), "
+                        f"got {value!r}.")
+    v.check_range(owner, name, value, 0.0, low_open=True)
+
+
+def _check_batch_size(owner: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 1):
+        raise ValueError(f"{owner}: batch_size must be finite and in [1, inf), got {value!r}.")
+
+
+def implied_weight_decay(learning_rate: float, sgd_learning_rate: float, batch_size: float = 1) -> float:
+    r"""The decoupled weight decay per step that the filter's prior implies: :math:`\lambda = \eta^2 B/(2\alpha)`.
+
+    The prior's mean decays as :math:`e^{-\eta^2/(2\sigma^2)} \approx 1 - \eta^2/(2\sigma^2)` per step,
+    with :math:`\sigma^2 = \alpha/B` (summed-loss units). This is how the filter "recovers AdamW".
+
+    Example:
+      >>> import adaptix
+      >>> adaptix.implied_weight_decay(1e-3, 0.1, batch_size=100)  # doctest: +ELLIPSIS
+      0.000499999...
+    """
+    return learning_rate**2 * batch_size / (2.0 * sgd_learning_rate)
+
+
+class ScaleByPosteriorVarianceState(NamedTuple):
+    """The filter's posterior variance per coordinate (in units of the mean-loss gradient)."""
+
+    variance: Any
+
+
+def scale_by_posterior_variance(
+    learning_rate: float = 1e-3,
+    sgd_learning_rate: float = 0.1,
+    batch_size: float = 1,
+) -> Transformation:
+    r"""Multiplies the input by the posterior variance of AdaBayes's per-parameter Kalman filter.
+
+    With :math:`g_t` the gradient of the *mean* minibatch loss entering the chain
+    (``grad``), :math:`B` the batch size, :math:`\eta` = ``learning_rate``,
+    :math:`\alpha` = ``sgd_learning_rate`` and :math:`\sigma^2 = \alpha/B` the
+    prior variance, the filter runs in summed-loss units (gradient :math:`B g_t`):
+
+    .. math::
+
+        d = e^{-\eta^2/\sigma^2}, \qquad
+        \sigma^2_{prior,t} = d\,\sigma^2_{post,t-1} + \sigma^2 (1 - d), \qquad
+        \frac{1}{\sigma^2_{post,t}} = \frac{1}{\sigma^2_{prior,t}} + (B g_t)^2,
+        \qquad \sigma^2_{post,0} = \sigma^2,
+
+    and the output is the step of the posterior mean for the summed loss,
+    :math:`\sigma^2_{post,t}\, B\, u_t` (:math:`u_t` the input, e.g. the
+    debiased EMA :math:`\hat m_t` of :math:`g`). The state holds
+    :math:`s_t = B\,\sigma^2_{post,t}`, which starts at :math:`\alpha` (SGD with
+    learning rate :math:`\alpha`) and, once :math:`\sum g^2` dominates, settles
+    near :math:`\eta/\sqrt{\langle g^2 \rangle}` (Adam with learning rate :math:`\eta`).
+
+    Args:
+      learning_rate: :math:`\eta > 0`, the Adam-like learning rate (high-data limit).
+      sgd_learning_rate: :math:`\alpha > 0`, the SGD-like learning rate (low-data limit).
+      batch_size: :math:`B \ge 1`, the minibatch size of the mean loss.
+
+    Example:
+      >>> import jax.numpy as jnp, numpy as np, adaptix
+      >>> opt = adaptix.scale_by_posterior_variance(1e-3, 0.1)
+      >>> u, state = opt.update(jnp.array([2.0]), opt.init(jnp.zeros(1)))
+      >>> np.asarray(u).round(5)  # 2 / (1/0.1 + 2**2): s = 1/14
+      array([0.14286], dtype=float32)
+
+    Note:
+      The prior step uses the exact Ornstein-Uhlenbeck discretisation, as
+      Aitchison's reference code; the paper's first-order form
+      :math:`(1 - \eta^2/\sigma^2)\,\sigma^2_{post} + \eta^2` agrees with it to
+      :math:`O(\eta^4/\sigma^4)`. The mean's prior decay is left to
+      :func:`add_decayed_weights` (see :func:`adabayes`).
+
+    References:
+      Aitchison, 2020, the AdaBayes algorithm (NeurIPS version of arXiv:1807.07540),
+      https://arxiv.org/abs/1807.07540
+    """
+    owner = "scale_by_posterior_variance"
+    _check_positive(owner, "learning_rate", learning_rate)
+    _check_positive(owner, "sgd_learning_rate", sgd_learning_rate)
+    _check_batch_size(owner, batch_size)
+    prior_variance = sgd_learning_rate / batch_size  # sigma^2, summed-loss units
+    decay = math.exp(-(learning_rate**2) / prior_variance)
+
+    def init(params):
+        return ScaleByPosteriorVarianceState(variance=tree_real_full_like(params, sgd_learning_rate))
+
+    def update(updates, state, params=None, *, grad=None, **extra):
+        del params, extra
+        g = measured(updates, grad)
+        check_matches_state(g, state.variance, owner)
+
+        def step(x, s):
+            # s = B * sigma2_post (mean-loss units); the recursion for B * sigma2, divided by B:
+            prior = decay * s + sgd_learning_rate * (1.0 - decay)
+            return 1.0 / (1.0 / prior + batch_size * abs_sq(x))
+
+        variance = jax.tree.map(step, g, state.variance)
+        out = jax.tree.map(lambda u, s: (u * s).astype(u.dtype), updates, variance)
+        return out, ScaleByPosteriorVarianceState(cast_like(variance, state.variance))
+
+    return Transformation(init, update)
+
+
+class ScaleByPosteriorVarianceFpState(NamedTuple):
+    """Step count and EMA of squared gradients."""
+
+    count: jax.Array
+    nu: Any
+
+
+def scale_by_posterior_variance_fp(
+    learning_rate: float = 1e-3,
+    sgd_learning_rate: float = 0.1,
+    decay: float = 0.999,
+    eps: float = 1e-8,
+) -> Transformation:
+    r"""Multiplies the input by the fixed point of AdaBayes's posterior variance (AdaBayes-FP).
+
+    Replacing :math:`g_t^2` by its debiased EMA :math:`\hat v_t` in the filter of
+    :func:`scale_by_posterior_variance` and solving for its steady state (to first
+    order in :math:`\eta^2/\sigma^2`,
+    :math:`\hat v s^2 + (\eta^2/\alpha)\, s - \eta^2 = 0`) gives, in mean-loss units,
+
+    .. math::
+
+        v_t = \beta v_{t-1} + (1-\beta) g_t^2, \quad \hat v_t = \frac{v_t}{1-\beta^t}, \quad
+        \frac{1}{s_t} = \frac{1}{2\alpha} + \sqrt{\frac{1}{4\alpha^2} + \frac{\hat v_t + \epsilon}{\eta^2}},
+        \quad \text{out} = s_t\, u_t.
+
+    :math:`s_t \to \eta/\sqrt{\hat v_t}` (Adam) when :math:`\hat v_t \gg \eta^2/\alpha^2`
+    and :math:`s_t \to \alpha` (SGD) when :math:`\hat v_t \ll \eta^2/\alpha^2`. The batch
+    size cancels.
+
+    Args:
+      learning_rate: :math:`\eta > 0`, the Adam-like learning rate.
+      sgd_learning_rate: :math:`\alpha > 0`, the SGD-like learning rate.
+      decay: :math:`\beta \in [0, 1)` of the EMA of squared gradients (Adam's ``b2``).
+      eps: added to :math:`\hat v_t`, ``>= 0``.
+
+    Example:
+      >>> import jax.numpy as jnp, numpy as np, adaptix
+      >>> opt = adaptix.scale_by_posterior_variance_fp(1e-3, 0.1, eps=0.0)
+      >>> u, _ = opt.update(jnp.array([2.0]), opt.init(jnp.zeros(1)))
+      >>> np.asarray(u).round(6)  # 2 / (5 + sqrt(25 + 4e6)): nearly Adam's 1e-3 * sign(g)
+      array([0.000997], dtype=float32)
+
+    Note:
+      Aitchison's reference code adds ``eps`` to the summed-loss second moment
+      (:math:`B^2 \hat v`), i.e. :math:`\epsilon/B^2` here.
+
+    References:
+      Aitchison, 2020, the fixed-point variant AdaBayes-FP,
+      https://arxiv.org/abs/1807.07540
+    """
+    owner = "scale_by_posterior_variance_fp"
+    _check_positive(owner, "learning_rate", learning_rate)
+    _check_positive(owner, "sgd_learning_rate", sgd_learning_rate)
+    v.check_decay(owner, "decay", decay)
+    v.check_nonnegative(owner, "eps", eps)
+    half_precision = 0.5 / sgd_learning_rate  # 1 / (2 alpha)
+    inv_eta2 = 1.0 / learning_rate**2
+
+    def init(params):
+        return ScaleByPosteriorVarianceFpState(count=zero_count(), nu=tree_real_full_like(params, 0.0))
+
+    def update(updates, state, params=None, *, grad=None, **extra):
+        del params, extra
+        g = measured(updates, grad)
+        check_matches_state(g, state.nu, owner)
+        nu = jax.tree.map(lambda x, n: (1.0 - decay) * abs_sq(x) + decay * n, g, state.nu)
+        count = safe_increment(state.count)
+        correction = 1.0 - power(decay, count, scalar_dtype(nu))
+
+        def scale_of(n):
+            nu_hat = n / correction.astype(n.dtype)
+            return 1.0 / (half_precision + jnp.sqrt(half_precision**2 + (nu_hat + eps) * inv_eta2))
+
+        out = jax.tree.map(lambda u, n: (u * scale_of(n)).astype(u.dtype), updates, nu)
+        return out, ScaleByPosteriorVarianceFpState(count=count, nu=cast_like(nu, state.nu))
+
+    return Transformation(init, update)
+
+
+def _weight_decay(owner, weight_decay, learning_rate, sgd_learning_rate, batch_size):
+    if weight_decay is None:
+        return implied_weight_decay(learning_rate, sgd_learning_rate, batch_size)
+    v.check_nonnegative(owner, "weight_decay", weight_decay)
+    return weight_decay
+
+
+def adabayes(
+    learning_rate: float = 1e-3,
+    sgd_learning_rate: float = 0.1,
+    b1: float = 0.9,
+    batch_size: float = 1,
+    weight_decay: float | None = 0.0,
+) -> Transformation:
+    r"""AdaBayes: Adam's debiased momentum, stepped by a Kalman filter's posterior variance.
+
+    ``chain(trace(b1, ema=True), bias_correction(b1), scale_by_posterior_variance(lr,
+    sgd_lr, batch_size), add_decayed_weights(wd), scale(-1))``:
+
+    .. math::
+
+        \hat m_t = \frac{\mathrm{EMA}_{\beta_1}(g)_t}{1-\beta_1^t}, \qquad
+        w_{t} = w_{t-1} - s_t\, \hat m_t - \lambda\, w_{t-1},
+
+    with :math:`s_t` the posterior variance of :func:`scale_by_posterior_variance`:
+    SGD (learning rate ``sgd_learning_rate``) early, Adam (``learning_rate``)
+    once the gradients have accumulated.
+
+    Args:
+      learning_rate: :math:`\eta > 0`, the high-data (Adam) learning rate.
+      sgd_learning_rate: :math:`\alpha > 0`, the low-data (SGD) learning rate.
+      b1: the momentum's decay, in ``[0, 1)``.
+      batch_size: the minibatch size :math:`B \ge 1` of the *mean* loss.
+      weight_decay: decoupled decay :math:`\lambda \ge 0` per step; ``None``
+        uses the value the prior implies, :func:`implied_weight_decay`.
+
+    Example:
+      >>> import jax.numpy as jnp, numpy as np, adaptix
+      >>> opt = adaptix.adabayes(1e-3, 0.1)
+      >>> u, _ = opt.update(jnp.array([2.0]), opt.init(jnp.zeros(1)), jnp.zeros(1))
+      >>> np.asarray(u).round(5)  # -(1/14) * 2 at the first step
+      array([-0.14286], dtype=float32)
+
+    Note:
+      Aitchison's reference code multiplies the parameters by :math:`1-\lambda`
+      *after* the step, :math:`(w - s\hat m)(1-\lambda)`; here the decay is
+      added to the step, :math:`w - s\hat m - \lambda w`. They differ by
+      :math:`\lambda s \hat m`.
+
+    References:
+      Aitchison, 2020, AdaBayes, https://arxiv.org/abs/1807.07540
+    """
+    owner = "adabayes"
+    _check_positive(owner, "learning_rate", learning_rate)
+    _check_positive(owner, "sgd_learning_rate", sgd_learning_rate)
+    v.check_decay(owner, "b1", b1)
+    _check_batch_size(owner, batch_size)
+    wd = _weight_decay(owner, weight_decay, learning_rate, sgd_learning_rate, batch_size)
+    stages = [
+        trace(b1, ema=True),
+        bias_correction(b1),
+        scale_by_posterior_variance(learning_rate, sgd_learning_rate, batch_size),
+    ]
+    if not (isinstance(wd, (int, float)) and wd == 0):
+        stages.append(add_decayed_weights(wd))
+    return chain(*stages, scale(-1.0))
+
+
+def adabayes_fp(
+    learning_rate: float = 1e-3,
+    sgd_learning_rate: float = 0.1,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float | None = 0.0,
+    batch_size: float = 1,
+) -> Transformation:
+    r"""AdaBayes-FP: Adam's debiased momentum, stepped by the fixed point of the posterior variance.
+
+    ``chain(trace(b1, ema=True), bias_correction(b1), scale_by_posterior_variance_fp(lr,
+    sgd_lr, b2, eps), add_decayed_weights(wd), scale(-1))``:
+
+    .. math::
+
+        w_t = w_{t-1} - \frac{\hat m_t}{\frac{1}{2\alpha} + \sqrt{\frac{1}{4\alpha^2} +
+        \frac{\hat v_t + \epsilon}{\eta^2}}} - \lambda w_{t-1},
+
+    which is Adam(W) with learning rate :math:`\eta` (and :math:`\epsilon`
+    inside the root) as :math:`\alpha \to \infty`, and SGD with EMA momentum and
+    learning rate :math:`\alpha` as :math:`\eta \to \infty`.
+
+    Args:
+      learning_rate: :math:`\eta > 0`.
+      sgd_learning_rate: :math:`\alpha > 0`.
+      b1: decay of the momentum EMA, in ``[0, 1)``.
+      b2: decay of the squared-gradient EMA, in ``[0, 1)``.
+      eps: added to :math:`\hat v_t`, ``>= 0``.
+      weight_decay: :math:`\lambda \ge 0`; ``None`` uses :func:`implied_weight_decay`
+        with ``batch_size`` (which matters only there).
+      batch_size: used only by ``weight_decay=None``.
+
+    Example:
+      >>> import jax.numpy as jnp, numpy as np, adaptix
+      >>> opt = adaptix.adabayes_fp(1e-3, sgd_learning_rate=1e9, eps=0.0)  # the Adam limit
+      >>> u, _ = opt.update(jnp.array([0.5, -4.0]), opt.init(jnp.zeros(2)), jnp.zeros(2))
+      >>> np.asarray(u).round(6)  # Adam's first step, -lr * sign(g)
+      array([-0.001,  0.001], dtype=float32)
+
+    References:
+      Aitchison, 2020, AdaBayes-FP, https://arxiv.org/abs/1807.07540
+    """
+    owner = "adabayes_fp"
+    _check_positive(owner, "learning_rate", learning_rate)
+    _check_positive(owner, "sgd_learning_rate", sgd_learning_rate)
+    v.check_decay(owner, "b1", b1)
+    v.check_decay(owner, "b2", b2)
+    v.check_nonnegative(owner, "eps", eps)
+    _check_batch_size(owner, batch_size)
+    wd = _weight_decay(owner, weight_decay, learning_rate, sgd_learning_rate, batch_size)
+    stages = [
+        trace(b1, ema=True),
+        bias_correction(b1),
+        scale_by_posterior_variance_fp(learning_rate, sgd_learning_rate, b2, eps),
+    ]
+    if not (isinstance(wd, (int, float)) and wd == 0):
+        stages.append(add_decayed_weights(wd))
+    return chain(*stages, scale(-1.0))

@@ -1,0 +1,398 @@
+"""``diagnostics``: a pass-through stage that records what the adaptive-methods literature reasons with.
+
+It leaves the updates untouched (the very same arrays come out) and keeps, in
+its state, a handful of scalar summaries per step: Adam's signal-to-noise ratio
+:math:`\\hat m/\\sqrt{\\hat v}`, the effective per-coordinate step size
+:math:`|\\Delta|/|g|`, the bias-correction factor, update and gradient norms.
+:func:`read_diagnostics` finds them in any (nested) optimizer state.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from adaptix import _validate as v
+from adaptix._base import (
+    Transformation,
+    abs_sq,
+    cast_like,
+    check_matches_state,
+    measured,
+    power,
+    safe_increment,
+    scalar_dtype,
+    tree_real_full_like,
+    tree_zeros_like,
+    zero_count,
+)
+
+#: The summaries always recorded (see :func:`diagnostics`).
+BASE_NAMES = (
+    "step",
+    "grad_norm",
+    "grad_max",
+    "grad_zero_fraction",
+    "update_norm",
+    "update_max",
+    "update_grad_cosine",
+    "effective_lr_mean",
+    "effective_lr_max",
+)
+#: The summaries recorded with ``snr=True``.
+SNR_NAMES = ("bias_correction", "abs_snr_mean", "abs_snr_max", "low_snr_fraction")
+
+
+class DiagnosticsState(NamedTuple):
+    """State of :func:`diagnostics`.
+
+    Attributes:
+      count: the saturating step counter (int32).
+      mu, nu: the stage's own EMAs of ``grad`` and ``|grad|**2`` (``None`` with ``snr=False``).
+      summary: a dict of float scalars, the latest step's summaries (names in
+        ``BASE_NAMES`` and, with ``snr=True``, ``SNR_NAMES``).
+      snr, effective_lr: full per-coordinate trees with ``keep_full=True``, else ``None``.
+      history: with ``history=H > 0``, an ``(H, len(summary))`` ring buffer of
+        the last ``H`` recorded steps (columns in sorted name order, unwritten
+        rows NaN); else ``None``.
+    """
+
+    count: jax.Array
+    mu: Any
+    nu: Any
+    summary: dict
+    snr: Any
+    effective_lr: Any
+    history: Any
+
+
+def _check_count(owner: str, name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{owner}: {name} must be an int in [0, inf), got {value!r}.")
+
+
+def _wide(x: jax.Array) -> jax.Array:
+    """``x`` in float32 or wider, so that sums over many entries of bf16/f16 leaves stay accurate."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+_SUMS = ("grad_sq", "update_sq", "inner", "nonzero", "eff_sum", "snr_sum", "snr_low")
+_MAXES = ("grad_max", "update_max", "eff_max", "snr_max")
+
+
+def _max_of(values: list) -> jax.Array:
+    return jnp.max(jnp.stack(values)) if values else jnp.zeros([], jnp.float32)
+
+
+def _effective_lr(u: jax.Array, g: jax.Array) -> jax.Array:
+    """``|u| / |g|`` where ``g != 0``, else 0."""
+    a, b = jnp.abs(u), jnp.abs(g)
+    return jnp.where(b != 0, a / jnp.where(b != 0, b, 1), 0).astype(a.dtype)
+
+
+def _leaf_stats(u, g, eff, snr_leaf, threshold) -> dict:
+    """Every per-coordinate reduction of one leaf in a single pass (one variadic ``lax.reduce``)."""
+    u, g, eff = (_wide(jnp.ravel(x)) for x in (u, g, eff))
+    abs_g, abs_u = jnp.abs(g), jnp.abs(u)
+    inner = jnp.real(jnp.conj(g) * u) if (jnp.iscomplexobj(u) or jnp.iscomplexobj(g)) else g * u
+    sums = {"grad_sq": abs_g * abs_g, "update_sq": abs_u * abs_u, "inner": inner,
+            "nonzero": jnp.where(abs_g != 0, 1.0, 0.0).astype(abs_g.dtype), "eff_sum": eff}
+    maxes = {"grad_max": abs_g, "update_max": abs_u, "eff_max": eff}
+    if snr_leaf is not None:
+        abs_snr = _wide(jnp.abs(jnp.ravel(snr_leaf)))
+        sums.update(snr_sum=abs_snr, snr_low=jnp.where(abs_snr < threshold, 1.0, 0.0).astype(abs_snr.dtype))
+        maxes["snr_max"] = abs_snr
+    names = list(sums) + list(maxes)
+    n_sums = len(sums)
+    operands = tuple(sums.values()) + tuple(maxes.values())
+    operands = tuple(x.astype(jnp.float32) if x.dtype != jnp.float64 else x for x in operands)
+    init = tuple(jnp.zeros([], x.dtype) for x in operands)  # maxima of non-negative numbers start at 0
+
+    def combine(a, b):
+        return tuple(x + y if i < n_sums else jnp.maximum(x, y) for i, (x, y) in enumerate(zip(a, b)))
+
+    reduced = jax.lax.reduce(operands, init, combine, (0,))
+    return dict(zip(names, reduced))
+
+
+def diagnostics(
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    *,
+    snr: bool = True,
+    snr_threshold: float = 0.1,
+    keep_full: bool = False,
+    history: int = 0,
+    every: int = 1,
+) -> Transformation:
+    r"""A pass-through stage that records per-step summaries of Adam's quantities in its state.
+
+    The updates come out unchanged (the same arrays, bit for bit), so the stage
+    may stand anywhere in a chain. With :math:`g_t` the gradient entering the
+    chain (``grad``; the stage's input when used alone) and :math:`u_t` the
+    stage's input, it keeps its own EMAs and records
+
+    .. math::
+
+        m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
+        v_t = \beta_2 v_{t-1} + (1-\beta_2) |g_t|^2, \quad
+        \mathrm{snr}_t = \frac{m_t/(1-\beta_1^t)}{\sqrt{v_t/(1-\beta_2^t)} + \epsilon}, \\
+        c_t = \frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t}, \qquad
+        \eta^{\mathrm{eff}}_{t,i} = \frac{|u_{t,i}|}{|g_{t,i}|}\ \ (g_{t,i} \ne 0),
+
+    summarised over all coordinates :math:`i` of all leaves (:math:`N` in all):
+
+    - ``abs_snr_mean`` :math:`=\frac1N\sum_i|\mathrm{snr}_{t,i}|` and ``abs_snr_max``:
+      Kingma & Ba's "cautiousness" (near 0 means the moments disagree and Adam
+      takes tiny steps); ``low_snr_fraction``: the fraction with
+      :math:`|\mathrm{snr}| <` ``snr_threshold``;
+    - ``bias_correction`` :math:`= c_t`, the factor multiplying Adam's step size;
+    - ``effective_lr_mean`` / ``effective_lr_max`` of :math:`\eta^{\mathrm{eff}}`
+      over the coordinates with :math:`g \ne 0` (0 if there are none): placed
+      last in a chain, the step each coordinate actually takes per unit gradient;
+    - ``grad_norm`` :math:`\|g_t\|_2`, ``grad_max`` :math:`\|g_t\|_\infty`,
+      ``grad_zero_fraction`` (sparsity), ``update_norm`` :math:`\|u_t\|_2`,
+      ``update_max`` :math:`\|u_t\|_\infty`, ``update_grad_cosine``
+      :math:`\langle u_t, g_t\rangle / (\|u_t\|\|g_t\|)` (0 if either is 0;
+      :math:`-1` for a gradient-descent step), and ``step`` :math:`t`.
+
+    Read them with :func:`read_diagnostics`. The SNR uses the stage's own EMAs
+    (with this stage's ``b1``, ``b2``, ``eps``), whatever the optimizer is, so it
+    measures the gradient stream, not the optimizer.
+
+    Args:
+      b1: decay of the EMA of ``grad``, in ``[0, 1)``.
+      b2: decay of the EMA of ``|grad|**2``, in ``[0, 1)``.
+      eps: added to :math:`\sqrt{\hat v}` in the SNR, ``>= 0``.
+      snr: keep the two EMAs and record the SNR summaries and the bias-correction
+        factor; ``False`` keeps no per-coordinate state (cheaper).
+      snr_threshold: the threshold of ``low_snr_fraction``, ``>= 0``.
+      keep_full: also keep the latest full per-coordinate ``snr`` and
+        ``effective_lr`` trees in the state (memory: two more copies of the parameters).
+      history: length of a ring buffer of past summaries (0: none); read it with
+        :func:`read_diagnostics_history`.
+      every: record the summaries on steps :math:`t = 1, 1 + k, 1 + 2k, \dots`
+        only (``lax.cond`` skips the reductions in between; the EMAs still see
+        every gradient). ``every=10`` makes the stage nearly free to leave on.
+
+    Example:
+      >>> import jax.numpy as jnp, numpy as np, adaptix
+      >>> opt = adaptix.chain(adaptix.adam(0.1), adaptix.diagnostics())
+      >>> params = {"w": jnp.array([1.0, -2.0, 3.0])}
+      >>> state = opt.init(params)
+      >>> updates, state = opt.update({"w": jnp.array([0.5, -1.0, 0.0])}, state, params)
+      >>> d = adaptix.read_diagnostics(state)
+      >>> round(d["bias_correction"], 4), round(d["update_max"], 4), round(d["grad_zero_fraction"], 4)
+      (0.3162, 0.1, 0.3333)
+      >>> round(d["effective_lr_mean"], 4)  # |0.1/0.5| and |0.1/1.0| over the two nonzero coordinates
+      0.15
+
+    Note:
+      The summaries cost a few reductions over the tree per step and, with
+      ``snr=True``, two EMA buffers the size of the parameters (the stage
+      cannot see another stage's state, so Adam's own moments are not reused).
+      The stage's outputs are its inputs, so it never changes numerics.
+
+    References:
+      Kingma & Ba, 2015, Adam, sections 2.1 (SNR, "cautiousness") and 3
+      (bias correction), https://arxiv.org/abs/1412.6980
+    """
+    owner = "diagnostics"
+    v.check_decay(owner, "b1", b1)
+    v.check_decay(owner, "b2", b2)
+    v.check_nonnegative(owner, "eps", eps)
+    v.check_bool(owner, "snr", snr)
+    v.check_nonnegative(owner, "snr_threshold", snr_threshold)
+    v.check_bool(owner, "keep_full", keep_full)
+    _check_count(owner, "history", history)
+    _check_count(owner, "every", every)
+    if every < 1:
+        raise ValueError(f"{owner}: every must be an int in [1, inf), got {every!r}.")
+    names = tuple(sorted(BASE_NAMES + (SNR_NAMES if snr else ())))
+
+    def init(params):
+        dtype = scalar_dtype(params)
+        summary = {name: jnp.zeros([], dtype) for name in names}
+        return DiagnosticsState(
+            count=zero_count(),
+            mu=tree_zeros_like(params) if snr else None,
+            nu=tree_real_full_like(params, 0.0) if snr else None,
+            summary=summary,
+            snr=tree_zeros_like(params) if (snr and keep_full) else None,
+            effective_lr=tree_real_full_like(params, 0.0) if keep_full else None,
+            history=jnp.full((history, len(names)), jnp.nan, dtype) if history else None,
+        )
+
+    def summarize(updates, g, mu, nu, count, hist):
+        """The summaries of one step (and the full trees, and the history with the new row)."""
+        dtype = hist.dtype
+        n = max(sum(int(np.size(x)) for x in jax.tree.leaves(g)), 1)
+        f = lambda x: x.astype(dtype)
+        eff = jax.tree.map(_effective_lr, updates, g)
+        snr_tree = None
+        if snr:
+            bc1 = 1.0 - power(b1, count, dtype)
+            bc2 = 1.0 - power(b2, count, dtype)
+            snr_tree = jax.tree.map(
+                lambda m, s: (m / bc1.astype(m.dtype)) / (jnp.sqrt(s / bc2.astype(s.dtype)) + eps), mu, nu
+            )
+        leaves = zip(jax.tree.leaves(updates), jax.tree.leaves(g), jax.tree.leaves(eff),
+                     jax.tree.leaves(snr_tree) if snr else [None] * len(jax.tree.leaves(g)))
+        per_leaf = [_leaf_stats(u, x, e, r, snr_threshold) for u, x, e, r in leaves]
+        totals = {k: sum((st[k] for st in per_leaf if k in st), jnp.zeros([], jnp.float32)) for k in _SUMS}
+        totals.update({k: _max_of([st[k] for st in per_leaf if k in st]) for k in _MAXES})
+        grad_sq, update_sq, inner = totals["grad_sq"], totals["update_sq"], totals["inner"]
+        denom = jnp.sqrt(grad_sq) * jnp.sqrt(update_sq)
+        n_nonzero = totals["nonzero"]
+        summary = {
+            "step": f(count),
+            "grad_norm": jnp.sqrt(grad_sq),
+            "grad_max": totals["grad_max"],
+            "grad_zero_fraction": 1.0 - n_nonzero / n,
+            "update_norm": jnp.sqrt(update_sq),
+            "update_max": totals["update_max"],
+            "update_grad_cosine": jnp.where(denom > 0, inner / jnp.where(denom > 0, denom, 1), 0),
+            "effective_lr_mean": totals["eff_sum"] / jnp.maximum(n_nonzero, 1),
+            "effective_lr_max": totals["eff_max"],
+        }
+        if snr:
+            summary.update(
+                bias_correction=jnp.sqrt(bc2) / bc1,
+                abs_snr_mean=totals["snr_sum"] / n,
+                abs_snr_max=totals["snr_max"],
+                low_snr_fraction=totals["snr_low"] / n,
+            )
+        summary = {k: summary[k].astype(dtype) for k in names}
+        if history:
+            row = jnp.stack([summary[k] for k in names])
+            index = ((count - 1) // every) % history
+            hist = jax.lax.dynamic_update_slice(hist, row[None, :], (index, jnp.zeros([], index.dtype)))
+        return summary, snr_tree, eff, hist
+
+    def update(updates, state, params=None, *, grad=None, **extra):
+        del params, extra
+        g = measured(updates, grad)
+        if state.nu is not None:
+            check_matches_state(g, state.nu, owner)
+        elif state.effective_lr is not None:
+            check_matches_state(g, state.effective_lr, owner)
+        count = safe_increment(state.count)
+        mu = nu = None
+        if snr:
+            mu = jax.tree.map(lambda x, m: (1.0 - b1) * x + b1 * m, g, state.mu)
+            nu = jax.tree.map(lambda x, s: (1.0 - b2) * abs_sq(x) + b2 * s, g, state.nu)
+            mu, nu = cast_like(mu, state.mu), cast_like(nu, state.nu)
+        hist = state.history if history else jnp.zeros([], state.summary["step"].dtype)  # carries the dtype
+
+        def record(operands):
+            summary, snr_tree, eff, new_hist = summarize(*operands)
+            return (summary, cast_like(snr_tree, state.snr) if keep_full else None,
+                    cast_like(eff, state.effective_lr) if keep_full else None, new_hist)
+
+        def skip(operands):
+            return state.summary, state.snr, state.effective_lr, operands[-1]
+
+        operands = (updates, g, mu, nu, count, hist)
+        if every == 1:
+            summary, snr_full, eff_full, hist = record(operands)
+        else:
+            summary, snr_full, eff_full, hist = jax.lax.cond((count - 1) % every == 0, record, skip, operands)
+        new_state = DiagnosticsState(
+            count=count,
+            mu=mu,
+            nu=nu,
+            summary=summary,
+            snr=snr_full,
+            effective_lr=eff_full,
+            history=hist if history else None,
+        )
+        return updates, new_state
+
+    return Transformation(init, update)
+
+
+def _to_array(x: Any) -> Any:
+    """Unwraps Flax NNX variables (``nnx.Optimizer.opt_state`` leaves) to arrays."""
+    if isinstance(x, (jax.Array, np.ndarray, numbers.Number)):
+        return x
+    if hasattr(x, "get_value"):
+        return x.get_value()
+    return getattr(x, "value", x)
+
+
+def _find(opt_state: Any) -> list[tuple[str, DiagnosticsState]]:
+    found = []
+    flat, _ = jax.tree_util.tree_flatten_with_path(opt_state, is_leaf=lambda x: isinstance(x, DiagnosticsState))
+    for path, leaf in flat:
+        if isinstance(leaf, DiagnosticsState):
+            found.append((jax.tree_util.keystr(path), leaf))
+    if not found:
+        raise ValueError(
+            "read_diagnostics: no DiagnosticsState in this optimizer state; put adaptix.diagnostics() "
+            "in the chain (e.g. adaptix.chain(adaptix.adam(1e-3), adaptix.diagnostics()))."
+        )
+    return found
+
+
+def read_diagnostics(opt_state: Any) -> dict[str, float]:
+    """The latest summaries of the :func:`diagnostics` stage(s) in ``opt_state``, as Python floats.
+
+    ``opt_state`` may be any (nested) optimizer state: a chain's tuple, an
+    ``optax.inject_hyperparams`` or ``optax.MultiSteps`` state, or the
+    ``opt_state`` of a ``flax.nnx.Optimizer``. With one diagnostics stage the keys
+    are the summary names (``"abs_snr_mean"``, ``"update_norm"``, ...); with
+    several, each key is prefixed by the stage's path in the state
+    (``"[0][2]/abs_snr_mean"``). Call it outside ``jit`` (it converts to floats).
+
+    Example:
+      >>> import jax.numpy as jnp, adaptix
+      >>> opt = adaptix.chain(adaptix.diagnostics(), adaptix.sgd(0.5))
+      >>> state = opt.init(jnp.zeros(2))
+      >>> _, state = opt.update(jnp.array([3.0, 4.0]), state)
+      >>> adaptix.read_diagnostics(state)["grad_norm"]
+      5.0
+    """
+    found = _find(opt_state)
+    out = {}
+    for path, st in found:
+        prefix = f"{path}/" if len(found) > 1 else ""
+        for name, value in st.summary.items():
+            out[prefix + name] = float(np.asarray(_to_array(value)))
+    return out
+
+
+def read_diagnostics_history(opt_state: Any) -> dict[str, np.ndarray]:
+    """The ring buffer of a :func:`diagnostics` stage built with ``history=H``, oldest first.
+
+    Returns ``name -> array`` of the last ``H`` recorded values of each summary
+    (keys prefixed by the stage's path when there are several stages).
+
+    Example:
+      >>> import jax.numpy as jnp, adaptix
+      >>> opt = adaptix.chain(adaptix.diagnostics(history=3), adaptix.sgd(0.5))
+      >>> state = opt.init(jnp.zeros(1))
+      >>> for g in [1.0, 2.0, 3.0, 4.0]:
+      ...     _, state = opt.update(jnp.array([g]), state)
+      >>> adaptix.read_diagnostics_history(state)["grad_norm"]
+      array([2., 3., 4.], dtype=float32)
+    """
+    found = _find(opt_state)
+    out = {}
+    for path, st in found:
+        if st.history is None:
+            raise ValueError(f"read_diagnostics_history: the diagnostics stage at {path or 'the top'} keeps no "
+                             "history; build it with diagnostics(history=H).")
+        prefix = f"{path}/" if len(found) > 1 else ""
+        hist = np.asarray(_to_array(st.history))
+        names = sorted(st.summary)
+        steps = hist[:, names.index("step")]
+        rows = np.flatnonzero(~np.isnan(steps))
+        rows = rows[np.argsort(steps[rows], kind="stable")]
+        for j, name in enumerate(names):
+            out[prefix + name] = hist[rows, j]
+    return out

@@ -1,0 +1,259 @@
+"""adaptix.diagnostics: a pass-through stage whose summaries match a NumPy reference."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import adaptix
+
+B1, B2, EPS = 0.9, 0.999, 1e-8
+
+
+def _grads(steps, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(steps):
+        a = rng.standard_normal((3, 4)).astype(np.float32)
+        a[0, :2] = 0.0  # some exact zeros (sparse coordinates)
+        out.append({"a": a, "b": rng.standard_normal(5).astype(np.float32) * 0.01})
+    return out
+
+
+def _params():
+    return {"a": jnp.ones((3, 4)), "b": jnp.zeros(5)}
+
+
+def _flat(tree):
+    return np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(tree)])
+
+
+def _run(opt, grads, params=None):
+    params = _params() if params is None else params
+    state = opt.init(params)
+    outs = []
+    for g in grads:
+        u, state = opt.update(jax.tree.map(jnp.asarray, g), state, params)
+        outs.append(u)
+        params = optax.apply_updates(params, u)
+    return outs, state
+
+
+@pytest.mark.parametrize("position", ["first", "middle", "last"])
+def test_updates_pass_through_bit_for_bit(position):
+    diag = adaptix.diagnostics(keep_full=True, history=4)
+    stages = [adaptix.trace(B1, ema=True),
+              adaptix.scale_by_rms(B2, EPS, eps_in_sqrt=False, bias_correction=True),
+              adaptix.bias_correction(B1), adaptix.scale_by_learning_rate(1e-2)]
+    at = {"first": 0, "middle": 2, "last": len(stages)}[position]
+    with_diag = adaptix.chain(*stages[:at], diag, *stages[at:])
+    grads = _grads(6)
+    ref, _ = _run(adaptix.adam(1e-2), grads)
+    got, _ = _run(with_diag, grads)
+    for r, o in zip(ref, got):
+        for x, y in zip(jax.tree.leaves(r), jax.tree.leaves(o)):
+            np.testing.assert_array_equal(x, y)
+    # and under jit too (compared with jitted Adam)
+    g0 = jax.tree.map(jnp.asarray, grads[0])
+    u_ref, _ = jax.jit(adaptix.adam(1e-2).update)(g0, adaptix.adam(1e-2).init(_params()), _params())
+    u, _ = jax.jit(with_diag.update)(g0, with_diag.init(_params()), _params())
+    for x, y in zip(jax.tree.leaves(u_ref), jax.tree.leaves(u)):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_summaries_match_numpy_reference():
+    lr = 1e-2
+    opt = adaptix.chain(adaptix.adam(lr), adaptix.diagnostics(B1, B2, EPS, snr_threshold=0.1, keep_full=True))
+    grads = _grads(7)
+    outs, state = _run(opt, grads)
+    d = adaptix.read_diagnostics(state)
+
+    m = v = 0.0
+    for t, g in enumerate(grads, start=1):
+        gf = _flat(g)
+        m = B1 * m + (1 - B1) * gf
+        v = B2 * v + (1 - B2) * gf**2
+    snr = (m / (1 - B1**t)) / (np.sqrt(v / (1 - B2**t)) + EPS)
+    u = _flat(outs[-1])
+    nz = gf != 0
+    eff = np.abs(u[nz]) / np.abs(gf[nz])
+    expected = {
+        "step": 7,
+        "grad_norm": np.linalg.norm(gf),
+        "grad_max": np.abs(gf).max(),
+        "grad_zero_fraction": 1 - nz.mean(),
+        "update_norm": np.linalg.norm(u),
+        "update_max": np.abs(u).max(),
+        "update_grad_cosine": u @ gf / (np.linalg.norm(u) * np.linalg.norm(gf)),
+        "effective_lr_mean": eff.mean(),
+        "effective_lr_max": eff.max(),
+        "bias_correction": np.sqrt(1 - B2**t) / (1 - B1**t),
+        "abs_snr_mean": np.abs(snr).mean(),
+        "abs_snr_max": np.abs(snr).max(),
+        "low_snr_fraction": (np.abs(snr) < 0.1).mean(),
+    }
+    assert set(d) == set(expected)
+    for k, val in expected.items():
+        assert isinstance(d[k], float)
+        assert d[k] == pytest.approx(val, rel=1e-4, abs=1e-6), k
+    # full copies
+    diag_state = state[-1]
+    np.testing.assert_allclose(_flat(diag_state.snr), snr, rtol=1e-4, atol=1e-6)
+    full_eff = _flat(diag_state.effective_lr)
+    np.testing.assert_allclose(full_eff[nz], eff, rtol=1e-5)
+    assert np.all(full_eff[~nz] == 0)
+    # Adam's step bound: every coordinate moves by at most about lr
+    assert d["update_max"] <= lr * 1.01
+    assert d["update_grad_cosine"] < 0  # a descent direction
+
+
+def test_bias_correction_factor_curve():
+    opt = adaptix.diagnostics(history=1000)
+    state = opt.init(jnp.zeros(1))
+    step = jax.jit(opt.update)
+    for _ in range(1000):
+        _, state = step(jnp.ones(1), state)
+    c = adaptix.read_diagnostics_history(state)["bias_correction"]
+    assert c.shape == (1000,)
+    assert c[0] == pytest.approx(0.3162, abs=1e-4)
+    assert int(np.argmin(c)) + 1 == 12 and c.min() == pytest.approx(0.1522, abs=1e-4)
+    assert c[99] == pytest.approx(0.3086, abs=1e-3)
+    assert c[999] == pytest.approx(0.7952, abs=1e-3)
+
+
+def test_history_ring_buffer_order():
+    opt = adaptix.diagnostics(history=3, snr=False)
+    state = opt.init(jnp.zeros(2))
+    hist_steps = []
+    for t in range(1, 6):
+        _, state = opt.update(jnp.full(2, float(t)), state)
+        hist_steps.append(adaptix.read_diagnostics_history(state)["step"].tolist())
+    assert hist_steps == [[1.0], [1.0, 2.0], [1.0, 2.0, 3.0], [2.0, 3.0, 4.0], [3.0, 4.0, 5.0]]
+    np.testing.assert_allclose(adaptix.read_diagnostics_history(state)["grad_norm"], np.sqrt(2) * np.array([3, 4, 5]),
+                               rtol=1e-6)
+
+
+def test_snr_false_keeps_no_per_coordinate_state():
+    opt = adaptix.diagnostics(snr=False)
+    state = opt.init({"w": jnp.zeros(10)})
+    assert state.mu is None and state.nu is None and state.snr is None
+    assert len(jax.tree.leaves(state)) == 1 + 9  # count + the base summaries
+    _, state = opt.update({"w": jnp.ones(10)}, state)
+    assert "abs_snr_mean" not in adaptix.read_diagnostics(state)
+
+
+def test_zero_gradients_give_no_nan():
+    opt = adaptix.chain(adaptix.adam(1e-3), adaptix.diagnostics(keep_full=True))
+    state = opt.init({"w": jnp.zeros(4)})
+    _, state = opt.update({"w": jnp.zeros(4)}, state, {"w": jnp.zeros(4)})
+    d = adaptix.read_diagnostics(state)
+    assert all(np.isfinite(list(d.values())))
+    assert d["grad_zero_fraction"] == 1.0 and d["effective_lr_mean"] == 0.0 and d["update_grad_cosine"] == 0.0
+
+
+def test_read_diagnostics_finds_several_and_nested_states():
+    inner = adaptix.chain(adaptix.diagnostics(), adaptix.adam(1e-3))
+    opt = adaptix.chain(inner, adaptix.diagnostics(snr=False))
+    state = opt.init(jnp.zeros(3))
+    _, state = opt.update(jnp.array([1.0, 2.0, 2.0]), state)
+    d = adaptix.read_diagnostics(state)
+    assert d["[0][0]/grad_norm"] == pytest.approx(3.0)
+    assert d["[1]/grad_norm"] == pytest.approx(3.0)
+    assert d["[1]/update_norm"] == pytest.approx(np.sqrt(3) * 1e-3, rel=1e-4)
+    # inside optax.inject_hyperparams
+    injected = optax.inject_hyperparams(lambda learning_rate: adaptix.chain(adaptix.adam(learning_rate),
+                                                                             adaptix.diagnostics()))(learning_rate=0.1)
+    s = injected.init(jnp.zeros(2))
+    _, s = injected.update(jnp.ones(2), s)
+    assert adaptix.read_diagnostics(s)["update_max"] == pytest.approx(0.1, rel=1e-5)
+    with pytest.raises(ValueError, match="no DiagnosticsState"):
+        adaptix.read_diagnostics(adaptix.adam(1e-3).init(jnp.zeros(1)))
+    with pytest.raises(ValueError, match="keeps no history"):
+        adaptix.read_diagnostics_history(state)
+
+
+def test_works_in_flax_nnx_optimizer():
+    nnx = pytest.importorskip("flax.nnx")
+    model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, adaptix.chain(adaptix.adam(1e-2), adaptix.diagnostics(history=4)), wrt=nnx.Param)
+    x = jnp.ones((5, 3))
+
+    @nnx.jit
+    def train_step(model, optimizer):
+        grads = nnx.grad(lambda m: jnp.mean(m(x) ** 2))(model)
+        optimizer.update(model, grads)
+
+    for _ in range(3):
+        train_step(model, optimizer)
+    d = adaptix.read_diagnostics(optimizer.opt_state)
+    assert d["step"] == 3.0 and 0.9e-2 < d["update_max"] <= 1.01e-2
+    assert adaptix.read_diagnostics_history(optimizer.opt_state)["step"].tolist() == [1.0, 2.0, 3.0]
+
+
+def test_no_recompilation_and_structure_stable():
+    opt = adaptix.chain(adaptix.adam(1e-3), adaptix.diagnostics(history=2, keep_full=True))
+    params = _params()
+    state = opt.init(params)
+    traces = []
+
+    @jax.jit
+    def step(g, s):
+        traces.append(1)
+        return opt.update(g, s, params)
+
+    g = jax.tree.map(jnp.asarray, _grads(1)[0])
+    _, s1 = step(g, state)
+    _, s2 = step(g, s1)
+    assert len(traces) == 1
+    assert jax.tree.structure(s1) == jax.tree.structure(state) == jax.tree.structure(s2)
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(s2)):
+        assert a.shape == b.shape and a.dtype == b.dtype
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"b1": 1.0}, r"diagnostics: b1 must be finite and in \[0, 1\), got 1.0"),
+    ({"b2": -0.1}, r"diagnostics: b2 must be finite and in \[0, 1\), got -0.1"),
+    ({"eps": -1.0}, r"diagnostics: eps must be finite and in \[0, inf\], got -1.0"),
+    ({"snr_threshold": float("nan")}, r"diagnostics: snr_threshold must be finite"),
+    ({"history": -1}, r"diagnostics: history must be an int in \[0, inf\), got -1"),
+    ({"history": 2.5}, r"diagnostics: history must be an int"),
+])
+def test_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        adaptix.diagnostics(**kwargs)
+    with pytest.raises(TypeError, match="keep_full must be True or False"):
+        adaptix.diagnostics(keep_full=1)
+
+
+def test_every_records_every_kth_step_and_emas_see_all_gradients():
+    grads = _grads(7)
+    _, dense = _run(adaptix.chain(adaptix.adam(1e-2), adaptix.diagnostics(history=8)), grads)
+    sparse_opt = adaptix.chain(adaptix.adam(1e-2), adaptix.diagnostics(history=2, every=3))
+    outs, sparse = _run(sparse_opt, grads[:5])
+    assert adaptix.read_diagnostics(sparse)["step"] == 4.0  # steps 1, 4, 7, ... are recorded
+    _, sparse = _run(sparse_opt, grads)
+    d_sparse, d_dense = adaptix.read_diagnostics(sparse), adaptix.read_diagnostics(dense)
+    assert d_sparse["step"] == 7.0
+    for k in d_dense:
+        assert d_sparse[k] == pytest.approx(d_dense[k], rel=1e-5, abs=1e-7), k
+    h_sparse = adaptix.read_diagnostics_history(sparse)
+    h_dense = adaptix.read_diagnostics_history(dense)
+    assert h_sparse["step"].tolist() == [4.0, 7.0]
+    np.testing.assert_allclose(h_sparse["abs_snr_mean"], h_dense["abs_snr_mean"][[3, 6]], rtol=1e-5)
+    with pytest.raises(ValueError, match=r"every must be an int in \[1, inf\), got 0"):
+        adaptix.diagnostics(every=0)
+
+
+def test_bf16_params_and_empty_leaves():
+    params = {"w": jnp.ones(4, jnp.bfloat16), "empty": jnp.zeros((0,), jnp.float32)}
+    opt = adaptix.chain(adaptix.adam(1e-2), adaptix.diagnostics(keep_full=True))
+    state = opt.init(params)
+    grads = {"w": jnp.full(4, 3.0, jnp.bfloat16), "empty": jnp.zeros((0,), jnp.float32)}
+    u, state = jax.jit(opt.update)(grads, state, params)
+    assert u["w"].dtype == jnp.bfloat16
+    d = adaptix.read_diagnostics(state)
+    assert d["grad_norm"] == pytest.approx(6.0) and d["grad_max"] == pytest.approx(3.0)
+    assert d["abs_snr_mean"] == pytest.approx(1.0, rel=1e-2)

@@ -1,0 +1,164 @@
+"""Batch-size scaling rules: the mapping itself, and a check on a real problem.
+
+The check trains multiclass logistic regression with Adam at batch B and at
+batch 4B (MNIST from the shared data when present, else scikit-learn's bundled
+digits), and compares the evaluation loss at matched numbers of samples seen:
+under the square-root rule the curves line up, under the linear rule they do not.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import adaptix
+
+SHARED_DATA = Path(os.environ.get("ADAPTIX_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+
+
+def test_sqrt_rule_values():
+    hp = adaptix.scale_hyperparameters(
+        {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8, "eps_root": 1e-16, "weight_decay": 1e-2,
+         "nesterov": False}, 4.0)
+    assert hp["learning_rate"] == pytest.approx(2e-3)
+    assert hp["b1"] == pytest.approx(0.6)
+    assert hp["b2"] == pytest.approx(0.996)
+    assert hp["eps"] == pytest.approx(5e-9)
+    assert hp["eps_root"] == pytest.approx(2.5e-17)
+    assert hp["weight_decay"] == pytest.approx(2e-2)
+    assert hp["nesterov"] is False
+    # shrinking the batch: kappa < 1 inverts the map
+    back = adaptix.sqrt_scaling({k: hp[k] for k in ("learning_rate", "b1", "b2", "eps")}, 0.25)
+    assert back == pytest.approx({"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8})
+    # PyTorch names
+    torch_hp = adaptix.sqrt_scaling({"lr": 1e-3, "betas": (0.9, 0.999), "alpha": 0.99}, 2)
+    assert torch_hp["lr"] == pytest.approx(math.sqrt(2) * 1e-3)
+    assert torch_hp["betas"] == pytest.approx((0.8, 0.998))
+    assert torch_hp["alpha"] == pytest.approx(0.98)
+
+
+def test_linear_rule_values_and_sgd_stays_sgd():
+    hp = adaptix.linear_scaling({"learning_rate": 0.05, "momentum": 0.9, "nesterov": True}, 8)
+    assert hp == pytest.approx({"learning_rate": 0.4, "momentum": 0.9, "nesterov": True})
+    adaptix.sgd(**hp)
+    assert adaptix.scale_hyperparameters({"learning_rate": 0.1}, 3, rule="linear")["learning_rate"] == pytest.approx(0.3)
+
+
+def test_schedules_are_scaled_and_retimed():
+    sched = optax.linear_schedule(1.0, 0.0, 100)
+    hp = adaptix.sqrt_scaling({"learning_rate": sched}, 4)
+    # step k at batch 4B has seen the samples of step 4k at batch B
+    for k in [0, 5, 20, 30]:
+        assert float(hp["learning_rate"](k)) == pytest.approx(2.0 * float(sched(4 * k)))
+    lin = adaptix.linear_scaling({"learning_rate": sched}, 4)
+    assert float(lin["learning_rate"](5)) == pytest.approx(4.0 * float(sched(20)))
+    opt = adaptix.adam(**hp)
+    opt.update(jnp.ones(2), opt.init(jnp.zeros(2)))
+
+
+@pytest.mark.parametrize("kappa, match", [
+    (0, r"kappa \(the batch-size ratio new/old\) must be finite and in \(0, inf\), got 0"),
+    (-2.0, r"got -2.0"),
+    (float("inf"), r"got inf"),
+    (float("nan"), r"got nan"),
+])
+def test_bad_kappa(kappa, match):
+    with pytest.raises(ValueError, match=match):
+        adaptix.scale_hyperparameters({"learning_rate": 1e-3}, kappa)
+    with pytest.raises(ValueError, match=match):
+        adaptix.scale_hyperparameters({"learning_rate": 1e-3}, kappa, rule="linear")
+
+
+def test_kappa_times_one_minus_beta_at_least_one_is_an_error():
+    with pytest.raises(ValueError, match=r"kappa \* \(1 - b1\) = 10 \* 0.1 = 1 >= 1.*kappa < 1 / \(1 - b1\) = 10"):
+        adaptix.sqrt_scaling({"learning_rate": 1e-3, "b1": 0.9}, 10)
+    with pytest.raises(ValueError, match=r"kappa \* \(1 - betas\[0\]\)"):
+        adaptix.sqrt_scaling({"betas": (0.5, 0.999)}, 3)
+    adaptix.sqrt_scaling({"b1": 0.9}, 9.99)  # just below the limit is fine
+    adaptix.linear_scaling({"momentum": 0.9}, 100)  # the linear rule leaves momentum alone
+
+
+def test_other_errors():
+    with pytest.raises(ValueError, match="rule must be one of"):
+        adaptix.scale_hyperparameters({}, 2, rule="cubic")
+    with pytest.raises(ValueError, match=r"does not know how to scale 'beta_1'.*strict=False"):
+        adaptix.sqrt_scaling({"beta_1": 0.9}, 2)
+    assert adaptix.sqrt_scaling({"beta_1": 0.9}, 2, strict=False) == {"beta_1": 0.9}
+    with pytest.raises(ValueError, match=r"b2 must be finite and in \[0, 1\), got 1.0"):
+        adaptix.sqrt_scaling({"b2": 1.0}, 2)
+    with pytest.raises(TypeError, match="kappa"):
+        adaptix.sqrt_scaling({"b2": 0.9}, "2")
+    with pytest.raises(TypeError, match="hparams must be a dict"):
+        adaptix.sqrt_scaling([("b2", 0.9)], 2)
+
+
+# --------------------------------------------------------------------------------------------
+# The check on a real problem
+# --------------------------------------------------------------------------------------------
+
+
+def _dataset():
+    if (SHARED_DATA / "mnist").is_dir():
+        from adaptix.experiments.data import load_mnist
+
+        d = load_mnist(SHARED_DATA)
+        return d.train.x[:20000], d.train.y[:20000], "mnist"
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    return (x / 16.0).astype(np.float32), y.astype(np.int32), "digits"
+
+
+def _loss(p, xb, yb):
+    return optax.softmax_cross_entropy_with_integer_labels(xb @ p["w"] + p["b"], yb).mean()
+
+
+def _curve(x, y, hparams, batch, samples, checkpoints, seed=0):
+    """Evaluation loss (on the first 2000 examples) after every ``samples / checkpoints`` samples."""
+    perm = np.random.default_rng(seed).permutation(len(y))
+    idx = np.resize(perm, samples)
+    per = samples // (batch * checkpoints)
+    assert per * batch * checkpoints == samples
+    xs = jnp.asarray(x[idx].reshape(checkpoints, per, batch, -1))
+    ys = jnp.asarray(y[idx].reshape(checkpoints, per, batch))
+    x_eval, y_eval = jnp.asarray(x[:2000]), jnp.asarray(y[:2000])
+    opt = adaptix.adam(**hparams)
+
+    @jax.jit
+    def run(xs, ys):
+        p0 = {"w": jnp.zeros((x.shape[1], 10)), "b": jnp.zeros(10)}
+
+        def step(carry, batch_):
+            p, s = carry
+            u, s = opt.update(jax.grad(_loss)(p, *batch_), s, p)
+            return (optax.apply_updates(p, u), s), None
+
+        def chunk(carry, batch_):
+            carry, _ = jax.lax.scan(step, carry, batch_)
+            return carry, _loss(carry[0], x_eval, y_eval)
+
+        return jax.lax.scan(chunk, (p0, opt.init(p0)), (xs, ys))[1]
+
+    return np.asarray(run(xs, ys))
+
+
+def test_sqrt_rule_lines_up_curves_per_sample_and_linear_rule_does_not():
+    x, y, name = _dataset()
+    base = {"learning_rate": 3e-4, "b1": 0.9, "b2": 0.999, "eps": 1e-8}
+    batch, kappa, samples, checkpoints = 1, 4, 20480, 16
+    ref = _curve(x, y, base, batch, samples, checkpoints)
+    sqrt = _curve(x, y, adaptix.sqrt_scaling(base, kappa), kappa * batch, samples, checkpoints)
+    linear = _curve(x, y, adaptix.linear_scaling(base, kappa), kappa * batch, samples, checkpoints)
+    gap_sqrt = float(np.mean(np.abs(sqrt - ref)))
+    gap_linear = float(np.mean(np.abs(linear - ref)))
+    print(f"{name}: mean |loss gap| at matched samples: sqrt rule {gap_sqrt:.4f}, linear rule {gap_linear:.4f}")
+    assert ref[-1] < 0.6 * ref[0]  # it trained
+    assert gap_sqrt < 0.5 * gap_linear
+    assert float(np.mean(np.abs(np.log(sqrt / ref)))) < 0.1  # within 10% on average
