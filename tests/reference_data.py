@@ -39,17 +39,11 @@ EPS64 = float(np.finfo(np.float64).eps)
 WORST: dict[str, float] = {}
 
 
-@contextlib.contextmanager
 def enable_x64():
-    """``jax_enable_x64 = True`` inside, the previous value restored after."""
+    """float64 in JAX inside the ``with`` block, the previous setting restored after."""
     import jax
 
-    previous = bool(jax.config.read("jax_enable_x64"))
-    jax.config.update("jax_enable_x64", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", previous)
+    return jax.enable_x64(True)
 
 
 @contextlib.contextmanager

@@ -19,16 +19,6 @@ import pytest
 import adaptix
 
 
-@pytest.fixture
-def x64():
-    previous = bool(jax.config.read("jax_enable_x64"))
-    jax.config.update("jax_enable_x64", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", previous)
-
-
 def _grads(steps, n=6, seed=0):
     rng = np.random.default_rng(seed)
     scales = np.geomspace(1e-3, 3.0, n)  # from SGD-like (tiny gradients) to Adam-like coordinates

@@ -12,16 +12,6 @@ import adaptix
 from adaptix.experiments import landscapes as L
 
 
-@pytest.fixture
-def x64():
-    previous = bool(jax.config.read("jax_enable_x64"))
-    jax.config.update("jax_enable_x64", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", previous)
-
-
 def _reference_steps(grads, lr, eps, eps_in_sqrt):
     """Full-matrix AdaGrad written from Duchi et al.'s equations in NumPy (float64), one leaf, flattened."""
     n = grads[0].size

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -10,16 +9,6 @@ import pytest
 
 import adaptix
 from adaptix.experiments import landscapes as L
-
-
-@pytest.fixture
-def x64():
-    previous = bool(jax.config.read("jax_enable_x64"))
-    jax.config.update("jax_enable_x64", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", previous)
 
 
 def hinton(lr, beta):
