@@ -24,6 +24,7 @@ from adaptix._base import (
     check_matches_state,
     measured,
     power,
+    real_dtype_of,
     safe_increment,
     scalar_dtype,
     tree_real_full_like,
@@ -80,12 +81,46 @@ def _wide(x: jax.Array) -> jax.Array:
     return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
-_SUMS = ("grad_sq", "update_sq", "inner", "nonzero", "eff_sum", "snr_sum", "snr_low")
-_MAXES = ("grad_max", "update_max", "eff_max", "snr_max")
+#: Sampled coordinates come in blocks of this many contiguous entries (whole cache lines), so that the
+#: blocks skipped are never read from memory.
+_BLOCK = 64
 
 
-def _max_of(values: list) -> jax.Array:
-    return jnp.max(jnp.stack(values)) if values else jnp.zeros([], jnp.float32)
+def _stride(tree: Any, sample: int | None) -> int:
+    """Every ``stride``-th block of each leaf is tracked: 1 (all coordinates) when the tree has ``<= sample``."""
+    n = sum(int(np.size(x)) for x in jax.tree.leaves(tree))
+    if sample is None or n <= sample:
+        return 1
+    return -(-n // sample)
+
+
+def _pick(x: jax.Array, stride: int) -> jax.Array:
+    """The tracked coordinates of one leaf: ``x`` itself for ``stride == 1``, else every
+    ``stride``-th block of ``_BLOCK`` contiguous entries of ``ravel(x)`` (at least one block; the
+    last ``size % _BLOCK`` entries are never tracked)."""
+    if stride == 1:
+        return x
+    x = jnp.ravel(x)
+    block = max(min(_BLOCK, x.size), 1)
+    rows = x.size // block
+    return x[: rows * block].reshape(rows, block)[::stride].ravel()
+
+
+def _picked_size(x: Any, stride: int) -> int:
+    n = int(np.size(x))
+    if stride == 1:
+        return n
+    block = max(min(_BLOCK, n), 1)
+    return -(-(n // block) // stride) * block
+
+
+def _sum(x: jax.Array) -> jax.Array:
+    return jnp.sum(_wide(x))
+
+
+def _max(x: jax.Array) -> jax.Array:
+    """The maximum of non-negative ``x`` (0 for an empty leaf)."""
+    return jnp.max(_wide(x), initial=0)
 
 
 def _effective_lr(u: jax.Array, g: jax.Array) -> jax.Array:
@@ -94,29 +129,16 @@ def _effective_lr(u: jax.Array, g: jax.Array) -> jax.Array:
     return jnp.where(b != 0, a / jnp.where(b != 0, b, 1), 0).astype(a.dtype)
 
 
-def _leaf_stats(u, g, eff, snr_leaf, threshold) -> dict:
-    """Every per-coordinate reduction of one leaf in a single pass (one variadic ``lax.reduce``)."""
-    u, g, eff = (_wide(jnp.ravel(x)) for x in (u, g, eff))
-    abs_g, abs_u = jnp.abs(g), jnp.abs(u)
-    inner = jnp.real(jnp.conj(g) * u) if (jnp.iscomplexobj(u) or jnp.iscomplexobj(g)) else g * u
-    sums = {"grad_sq": abs_g * abs_g, "update_sq": abs_u * abs_u, "inner": inner,
-            "nonzero": jnp.where(abs_g != 0, 1.0, 0.0).astype(abs_g.dtype), "eff_sum": eff}
-    maxes = {"grad_max": abs_g, "update_max": abs_u, "eff_max": eff}
-    if snr_leaf is not None:
-        abs_snr = _wide(jnp.abs(jnp.ravel(snr_leaf)))
-        sums.update(snr_sum=abs_snr, snr_low=jnp.where(abs_snr < threshold, 1.0, 0.0).astype(abs_snr.dtype))
-        maxes["snr_max"] = abs_snr
-    names = list(sums) + list(maxes)
-    n_sums = len(sums)
-    operands = tuple(sums.values()) + tuple(maxes.values())
-    operands = tuple(x.astype(jnp.float32) if x.dtype != jnp.float64 else x for x in operands)
-    init = tuple(jnp.zeros([], x.dtype) for x in operands)  # maxima of non-negative numbers start at 0
+def _inner(g: jax.Array, u: jax.Array) -> jax.Array:
+    return jnp.real(jnp.conj(g) * u) if (jnp.iscomplexobj(u) or jnp.iscomplexobj(g)) else g * u
 
-    def combine(a, b):
-        return tuple(x + y if i < n_sums else jnp.maximum(x, y) for i, (x, y) in enumerate(zip(a, b)))
 
-    reduced = jax.lax.reduce(operands, init, combine, (0,))
-    return dict(zip(names, reduced))
+def _total(values: list) -> jax.Array:
+    return sum(values) if values else jnp.zeros([], jnp.float32)
+
+
+def _largest(values: list) -> jax.Array:
+    return jnp.max(jnp.stack(values)) if values else jnp.zeros([], jnp.float32)
 
 
 def diagnostics(
@@ -129,6 +151,7 @@ def diagnostics(
     keep_full: bool = False,
     history: int = 0,
     every: int = 1,
+    sample: int | None = 65536,
 ) -> Transformation:
     r"""A pass-through stage that records per-step summaries of Adam's quantities in its state.
 
@@ -145,25 +168,43 @@ def diagnostics(
         c_t = \frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t}, \qquad
         \eta^{\mathrm{eff}}_{t,i} = \frac{|u_{t,i}|}{|g_{t,i}|}\ \ (g_{t,i} \ne 0),
 
-    summarised over all coordinates :math:`i` of all leaves (:math:`N` in all):
+    summarised over the coordinates :math:`i` of all leaves:
 
-    - ``abs_snr_mean`` :math:`=\frac1N\sum_i|\mathrm{snr}_{t,i}|` and ``abs_snr_max``:
-      Kingma & Ba's "cautiousness" (near 0 means the moments disagree and Adam
-      takes tiny steps); ``low_snr_fraction``: the fraction with
-      :math:`|\mathrm{snr}| <` ``snr_threshold``;
-    - ``bias_correction`` :math:`= c_t`, the factor multiplying Adam's step size;
-    - ``effective_lr_mean`` / ``effective_lr_max`` of :math:`\eta^{\mathrm{eff}}`
-      over the coordinates with :math:`g \ne 0` (0 if there are none): placed
-      last in a chain, the step each coordinate actually takes per unit gradient;
-    - ``grad_norm`` :math:`\|g_t\|_2`, ``grad_max`` :math:`\|g_t\|_\infty`,
-      ``grad_zero_fraction`` (sparsity), ``update_norm`` :math:`\|u_t\|_2`,
-      ``update_max`` :math:`\|u_t\|_\infty`, ``update_grad_cosine``
-      :math:`\langle u_t, g_t\rangle / (\|u_t\|\|g_t\|)` (0 if either is 0;
-      :math:`-1` for a gradient-descent step), and ``step`` :math:`t`.
+    - over **all** :math:`N` coordinates, exactly: ``grad_norm``
+      :math:`\|g_t\|_2`, ``grad_max`` :math:`\|g_t\|_\infty`, ``update_norm``
+      :math:`\|u_t\|_2`, ``update_max`` :math:`\|u_t\|_\infty`,
+      ``update_grad_cosine`` :math:`\langle u_t, g_t\rangle / (\|u_t\|\|g_t\|)`
+      (0 if either is 0; :math:`-1` for a gradient-descent step); ``step``
+      :math:`t` and ``bias_correction`` :math:`= c_t`, the factor multiplying
+      Adam's step size;
+    - over the **tracked** coordinates (all of them when the tree has at most
+      ``sample`` coordinates, else a fixed subset of about ``sample``, see below):
+      ``abs_snr_mean`` (the mean of :math:`|\mathrm{snr}_{t,i}|`) and
+      ``abs_snr_max``: Kingma & Ba's "cautiousness" (near 0 means the moments
+      disagree and Adam takes tiny steps); ``low_snr_fraction``, the fraction
+      with :math:`|\mathrm{snr}| <` ``snr_threshold``; ``effective_lr_mean`` /
+      ``effective_lr_max`` of :math:`\eta^{\mathrm{eff}}` over the coordinates
+      with :math:`g \ne 0` (0 if there are none): placed last in a chain, the
+      step each coordinate actually takes per unit gradient; and
+      ``grad_zero_fraction`` (sparsity).
 
     Read them with :func:`read_diagnostics`. The SNR uses the stage's own EMAs
     (with this stage's ``b1``, ``b2``, ``eps``), whatever the optimizer is, so it
     measures the gradient stream, not the optimizer.
+
+    **Cost.** The exact summaries are five reductions over the tree per
+    recorded step. The per-coordinate ones would need two EMA buffers the size
+    of the parameters and a division per coordinate, which costs more than
+    Adam's own step; so on a tree with more than ``sample`` coordinates the
+    stage tracks every :math:`s`-th block of 64 contiguous entries of each
+    (flattened) leaf, :math:`s = \lceil N/\mathrm{sample} \rceil`, and keeps
+    EMAs of those only. The blocks are fixed, so the EMAs follow the same
+    coordinates from step to step, and the means and fractions are estimates
+    from a systematic sample of about ``sample`` coordinates (the maxima are
+    maxima over the sample). Means of bounded quantities (the SNR, the
+    fractions) are estimated well; ``effective_lr_mean`` is a mean of ratios
+    :math:`|u|/|g|`, heavy-tailed where :math:`|g|` is small, and its estimate is
+    noisy. ``sample=None`` tracks every coordinate.
 
     Args:
       b1: decay of the EMA of ``grad``, in ``[0, 1)``.
@@ -173,12 +214,15 @@ def diagnostics(
         factor; ``False`` keeps no per-coordinate state (cheaper).
       snr_threshold: the threshold of ``low_snr_fraction``, ``>= 0``.
       keep_full: also keep the latest full per-coordinate ``snr`` and
-        ``effective_lr`` trees in the state (memory: two more copies of the parameters).
+        ``effective_lr`` trees in the state (memory: two more copies of the
+        parameters); tracks every coordinate, whatever ``sample`` is.
       history: length of a ring buffer of past summaries (0: none); read it with
         :func:`read_diagnostics_history`.
       every: record the summaries on steps :math:`t = 1, 1 + k, 1 + 2k, \dots`
         only (``lax.cond`` skips the reductions in between; the EMAs still see
-        every gradient). ``every=10`` makes the stage nearly free to leave on.
+        every gradient).
+      sample: the number of coordinates (about) whose per-coordinate summaries
+        are tracked, an int ``>= 1``, or ``None`` for all of them.
 
     Example:
       >>> import jax.numpy as jnp, numpy as np, adaptix
@@ -193,10 +237,9 @@ def diagnostics(
       0.15
 
     Note:
-      The summaries cost a few reductions over the tree per step and, with
-      ``snr=True``, two EMA buffers the size of the parameters (the stage
-      cannot see another stage's state, so Adam's own moments are not reused).
-      The stage's outputs are its inputs, so it never changes numerics.
+      The stage cannot see another stage's state, so Adam's own moments are
+      not reused. Its outputs are its inputs, so it never changes numerics.
+      ``python notebooks/scripts/diagnostics_overhead.py`` measures its cost.
 
     References:
       Kingma & Ba, 2015, Adam, sections 2.1 (SNR, "cautiousness") and 3
@@ -213,15 +256,31 @@ def diagnostics(
     _check_count(owner, "every", every)
     if every < 1:
         raise ValueError(f"{owner}: every must be an int in [1, inf), got {every!r}.")
+    if sample is not None:
+        _check_count(owner, "sample", sample)
+        if sample < 1:
+            raise ValueError(f"{owner}: sample must be None or an int in [1, inf), got {sample!r}.")
+    tracked = None if keep_full else sample
     names = tuple(sorted(BASE_NAMES + (SNR_NAMES if snr else ())))
+
+    def sampled_zeros(params, real: bool):
+        stride = _stride(params, tracked)
+        if stride == 1:
+            return tree_real_full_like(params, 0.0) if real else tree_zeros_like(params)
+
+        def zeros(p):
+            dtype = real_dtype_of(p.dtype) if real else p.dtype
+            return jnp.zeros([_picked_size(p, stride)], dtype)
+
+        return jax.tree.map(zeros, params)
 
     def init(params):
         dtype = scalar_dtype(params)
         summary = {name: jnp.zeros([], dtype) for name in names}
         return DiagnosticsState(
             count=zero_count(),
-            mu=tree_zeros_like(params) if snr else None,
-            nu=tree_real_full_like(params, 0.0) if snr else None,
+            mu=sampled_zeros(params, real=False) if snr else None,
+            nu=sampled_zeros(params, real=True) if snr else None,
             summary=summary,
             snr=tree_zeros_like(params) if (snr and keep_full) else None,
             effective_lr=tree_real_full_like(params, 0.0) if keep_full else None,
@@ -231,9 +290,32 @@ def diagnostics(
     def summarize(updates, g, mu, nu, count, hist):
         """The summaries of one step (and the full trees, and the history with the new row)."""
         dtype = hist.dtype
-        n = max(sum(int(np.size(x)) for x in jax.tree.leaves(g)), 1)
-        f = lambda x: x.astype(dtype)
-        eff = jax.tree.map(_effective_lr, updates, g)
+        stride = _stride(g, tracked)
+        # Read the updates and gradients from memory rather than have XLA recompute them inside each reduction.
+        us, gs = jax.lax.optimization_barrier((jax.tree.leaves(updates), jax.tree.leaves(g)))
+        # exact, over all coordinates
+        grad_sq = _total([_sum(abs_sq(x)) for x in gs])
+        update_sq = _total([_sum(abs_sq(u)) for u in us])
+        inner = _total([_sum(_inner(x, u)) for u, x in zip(us, gs)])
+        grad_max = _largest([_max(jnp.abs(x)) for x in gs])
+        update_max = _largest([_max(jnp.abs(u)) for u in us])
+        # over the tracked coordinates
+        g_picked = [_pick(x, stride) for x in gs]
+        n_tracked = max(sum(int(np.size(x)) for x in g_picked), 1)
+        eff = [_effective_lr(_pick(u, stride), x) for u, x in zip(us, g_picked)]
+        n_nonzero = _total([_sum((x != 0).astype(jnp.float32)) for x in g_picked])
+        denom = jnp.sqrt(grad_sq) * jnp.sqrt(update_sq)
+        summary = {
+            "step": count,
+            "grad_norm": jnp.sqrt(grad_sq),
+            "grad_max": grad_max,
+            "grad_zero_fraction": 1.0 - n_nonzero / n_tracked,
+            "update_norm": jnp.sqrt(update_sq),
+            "update_max": update_max,
+            "update_grad_cosine": jnp.where(denom > 0, inner / jnp.where(denom > 0, denom, 1), 0),
+            "effective_lr_mean": _total([_sum(e) for e in eff]) / jnp.maximum(n_nonzero, 1),
+            "effective_lr_max": _largest([_max(e) for e in eff]),
+        }
         snr_tree = None
         if snr:
             bc1 = 1.0 - power(b1, count, dtype)
@@ -241,38 +323,20 @@ def diagnostics(
             snr_tree = jax.tree.map(
                 lambda m, s: (m / bc1.astype(m.dtype)) / (jnp.sqrt(s / bc2.astype(s.dtype)) + eps), mu, nu
             )
-        leaves = zip(jax.tree.leaves(updates), jax.tree.leaves(g), jax.tree.leaves(eff),
-                     jax.tree.leaves(snr_tree) if snr else [None] * len(jax.tree.leaves(g)))
-        per_leaf = [_leaf_stats(u, x, e, r, snr_threshold) for u, x, e, r in leaves]
-        totals = {k: sum((st[k] for st in per_leaf if k in st), jnp.zeros([], jnp.float32)) for k in _SUMS}
-        totals.update({k: _max_of([st[k] for st in per_leaf if k in st]) for k in _MAXES})
-        grad_sq, update_sq, inner = totals["grad_sq"], totals["update_sq"], totals["inner"]
-        denom = jnp.sqrt(grad_sq) * jnp.sqrt(update_sq)
-        n_nonzero = totals["nonzero"]
-        summary = {
-            "step": f(count),
-            "grad_norm": jnp.sqrt(grad_sq),
-            "grad_max": totals["grad_max"],
-            "grad_zero_fraction": 1.0 - n_nonzero / n,
-            "update_norm": jnp.sqrt(update_sq),
-            "update_max": totals["update_max"],
-            "update_grad_cosine": jnp.where(denom > 0, inner / jnp.where(denom > 0, denom, 1), 0),
-            "effective_lr_mean": totals["eff_sum"] / jnp.maximum(n_nonzero, 1),
-            "effective_lr_max": totals["eff_max"],
-        }
-        if snr:
+            abs_snr = [jnp.abs(r) for r in jax.tree.leaves(snr_tree)]
             summary.update(
                 bias_correction=jnp.sqrt(bc2) / bc1,
-                abs_snr_mean=totals["snr_sum"] / n,
-                abs_snr_max=totals["snr_max"],
-                low_snr_fraction=totals["snr_low"] / n,
+                abs_snr_mean=_total([_sum(r) for r in abs_snr]) / n_tracked,
+                abs_snr_max=_largest([_max(r) for r in abs_snr]),
+                low_snr_fraction=_total([_sum((r < snr_threshold).astype(jnp.float32)) for r in abs_snr]) / n_tracked,
             )
         summary = {k: summary[k].astype(dtype) for k in names}
         if history:
             row = jnp.stack([summary[k] for k in names])
             index = ((count - 1) // every) % history
             hist = jax.lax.dynamic_update_slice(hist, row[None, :], (index, jnp.zeros([], index.dtype)))
-        return summary, snr_tree, eff, hist
+        eff_tree = jax.tree.unflatten(jax.tree.structure(g), eff) if keep_full else None
+        return summary, snr_tree, eff_tree, hist
 
     def update(updates, state, params=None, *, grad=None, **extra):
         del params, extra
@@ -284,8 +348,10 @@ def diagnostics(
         count = safe_increment(state.count)
         mu = nu = None
         if snr:
-            mu = jax.tree.map(lambda x, m: (1.0 - b1) * x + b1 * m, g, state.mu)
-            nu = jax.tree.map(lambda x, s: (1.0 - b2) * abs_sq(x) + b2 * s, g, state.nu)
+            stride = _stride(g, tracked)
+            g_picked = jax.tree.map(lambda x: _pick(x, stride), g)
+            mu = jax.tree.map(lambda x, m: (1.0 - b1) * x + b1 * m, g_picked, state.mu)
+            nu = jax.tree.map(lambda x, s: (1.0 - b2) * abs_sq(x) + b2 * s, g_picked, state.nu)
             mu, nu = cast_like(mu, state.mu), cast_like(nu, state.nu)
         hist = state.history if history else jnp.zeros([], state.summary["step"].dtype)  # carries the dtype
 

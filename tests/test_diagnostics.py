@@ -257,3 +257,74 @@ def test_bf16_params_and_empty_leaves():
     d = adaptix.read_diagnostics(state)
     assert d["grad_norm"] == pytest.approx(6.0) and d["grad_max"] == pytest.approx(3.0)
     assert d["abs_snr_mean"] == pytest.approx(1.0, rel=1e-2)
+
+
+def _blocks(x, stride, block=64):
+    """Every ``stride``-th block of ``block`` contiguous entries of ``ravel(x)``: the documented sample."""
+    x = np.ravel(np.asarray(x, np.float64))
+    b = max(min(block, x.size), 1)
+    rows = x.size // b
+    return x[: rows * b].reshape(rows, b)[::stride].ravel()
+
+
+def test_sample_tracks_fixed_blocks_and_keeps_exact_norms():
+    rng = np.random.default_rng(3)
+    shapes = {"w": (300, 50), "b": (50,), "tiny": (3,)}
+    params = {k: jnp.zeros(s) for k, s in shapes.items()}
+    grads = [{k: rng.standard_normal(s).astype(np.float32) * (0.1 if k == "b" else 1.0) for k, s in shapes.items()}
+             for _ in range(4)]
+    for g in grads:
+        g["w"][:7] = 0.0
+    n = sum(int(np.prod(s)) for s in shapes.values())
+    sample = 2000
+    stride = -(-n // sample)
+    sampled = adaptix.chain(adaptix.adam(1e-2), adaptix.diagnostics(B1, B2, EPS, sample=sample))
+    full = adaptix.chain(adaptix.adam(1e-2), adaptix.diagnostics(B1, B2, EPS, sample=None))
+    outs, s_state = _run(sampled, grads, params)
+    _, f_state = _run(full, grads, params)
+    d, d_full = adaptix.read_diagnostics(s_state), adaptix.read_diagnostics(f_state)
+    # the EMAs are kept for the sampled blocks only
+    mu = s_state[-1].mu
+    assert {k: x.shape for k, x in mu.items()} == {k: _blocks(np.zeros(s), stride).shape for k, s in shapes.items()}
+    assert sum(x.size for x in jax.tree.leaves(mu)) <= sample + 64 * len(shapes)
+    # exact summaries are the same as with every coordinate tracked
+    for k in ("grad_norm", "grad_max", "update_norm", "update_max", "update_grad_cosine", "bias_correction", "step"):
+        assert d[k] == pytest.approx(d_full[k], rel=1e-6), k
+    # sampled summaries follow the equations on the documented blocks
+    keys = sorted(shapes)
+    m = v = 0.0
+    for t, g in enumerate(grads, start=1):
+        gs = np.concatenate([_blocks(g[k], stride) for k in keys])
+        m = B1 * m + (1 - B1) * gs
+        v = B2 * v + (1 - B2) * gs**2
+    snr = np.abs((m / (1 - B1**t)) / (np.sqrt(v / (1 - B2**t)) + EPS))
+    us = np.concatenate([_blocks(outs[-1][k], stride) for k in keys])
+    nz = gs != 0
+    eff = np.abs(us[nz]) / np.abs(gs[nz])
+    expected = {"abs_snr_mean": snr.mean(), "abs_snr_max": snr.max(), "low_snr_fraction": (snr < 0.1).mean(),
+                "grad_zero_fraction": 1 - nz.mean(), "effective_lr_mean": eff.mean(), "effective_lr_max": eff.max()}
+    for k, val in expected.items():
+        assert d[k] == pytest.approx(val, rel=1e-4, abs=1e-6), k
+    # ... and estimate the full-coordinate values (not effective_lr_mean: a mean of |u|/|g|, heavy-tailed)
+    assert d["abs_snr_mean"] == pytest.approx(d_full["abs_snr_mean"], rel=0.05)
+    assert d["grad_zero_fraction"] == pytest.approx(d_full["grad_zero_fraction"], abs=0.01)
+
+
+def test_small_trees_and_keep_full_track_every_coordinate():
+    grads = _grads(3)
+    _, a = _run(adaptix.chain(adaptix.adam(1e-2), adaptix.diagnostics(sample=17)), grads)  # 17 == N: all tracked
+    _, b = _run(adaptix.chain(adaptix.adam(1e-2), adaptix.diagnostics(sample=None)), grads)
+    assert adaptix.read_diagnostics(a) == adaptix.read_diagnostics(b)
+    _, c = _run(adaptix.chain(adaptix.adam(1e-2), adaptix.diagnostics(sample=1, keep_full=True)), grads)
+    assert c[-1].snr["a"].shape == (3, 4)
+    assert adaptix.read_diagnostics(c) == pytest.approx(adaptix.read_diagnostics(b), rel=1e-6)
+
+
+@pytest.mark.parametrize("sample, match", [
+    (0, r"diagnostics: sample must be None or an int in \[1, inf\), got 0"),
+    (-3, r"diagnostics: sample must be an int in \[0, inf\), got -3"),
+    (2.5, r"diagnostics: sample must be an int"),
+])
+def test_sample_validation(sample, match):
+    with pytest.raises(ValueError, match=match):
+        adaptix.diagnostics(sample=sample)
