@@ -26,13 +26,14 @@ from adaptix._moments import (
 from adaptix._scale import add_decayed_weights, scale, scale_by_learning_rate, scale_by_sign
 
 
-def _check_adam_family(owner, learning_rate, b1, b2, eps, eps_root, mu_dtype=None):
+def _check_adam_family(owner, learning_rate, b1, b2, eps, eps_root, mu_dtype=None, nu_dtype=None):
     v.check_rate(owner, "learning_rate", learning_rate)
     v.check_decay(owner, "b1", b1)
     v.check_decay(owner, "b2", b2)
     v.check_nonnegative(owner, "eps", eps)
     v.check_nonnegative(owner, "eps_root", eps_root)
     v.check_dtype(owner, "mu_dtype", mu_dtype)
+    v.check_dtype(owner, "nu_dtype", nu_dtype)
 
 
 def _first_moment(b1: float, mu_dtype: Any, nesterov: bool) -> tuple[Transformation, ...]:
@@ -248,6 +249,7 @@ def adam(
     mu_dtype: Any = None,
     *,
     nesterov: bool = False,
+    nu_dtype: Any = None,
 ) -> Transformation:
     r"""Adam: momentum of the raw gradient, rescaled by its RMS, both debiased.
 
@@ -270,15 +272,20 @@ def adam(
       Equals ``optax.adam`` and ``torch.optim.Adam``. PyTorch's
       ``weight_decay`` (Adam+L2) is ``chain(add_decayed_weights(wd), adam(lr))``;
       decoupled decay is :func:`adamw`. ``nesterov=True`` is :func:`nadam`.
+      ``mu_dtype`` / ``nu_dtype`` store :math:`m` / :math:`v` in another dtype
+      (``jnp.bfloat16`` halves their memory); the arithmetic stays in the wider
+      dtype. bfloat16 :math:`m` is harmless in our runs; bfloat16 :math:`v`
+      with :math:`\beta_2 = 0.999` stalls (see ``docs/reliability.md``).
 
     References:
       Kingma & Ba, 2015, https://arxiv.org/abs/1412.6980
     """
-    _check_adam_family("adam", learning_rate, b1, b2, eps, eps_root, mu_dtype)
+    _check_adam_family("adam", learning_rate, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
     v.check_bool("adam", "nesterov", nesterov)
     return chain(
         *_first_moment(b1, mu_dtype, nesterov),
-        scale_by_rms(b2, eps, eps_in_sqrt=False, bias_correction=True, eps_root=eps_root),
+        scale_by_rms(b2, eps, eps_in_sqrt=False, bias_correction=True, eps_root=eps_root,
+                     accumulator_dtype=nu_dtype),
         *_debias_first_moment(b1, nesterov),
         scale_by_learning_rate(learning_rate),
     )
@@ -295,6 +302,7 @@ def adamw(
     mask: Any = None,
     *,
     nesterov: bool = False,
+    nu_dtype: Any = None,
 ) -> Transformation:
     r"""AdamW: Adam with weight decay decoupled from the moments.
 
@@ -319,12 +327,13 @@ def adamw(
     References:
       Loshchilov & Hutter, 2019, https://arxiv.org/abs/1711.05101
     """
-    _check_adam_family("adamw", learning_rate, b1, b2, eps, eps_root, mu_dtype)
+    _check_adam_family("adamw", learning_rate, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
     v.check_rate("adamw", "weight_decay", weight_decay)
     v.check_bool("adamw", "nesterov", nesterov)
     return chain(
         *_first_moment(b1, mu_dtype, nesterov),
-        scale_by_rms(b2, eps, eps_in_sqrt=False, bias_correction=True, eps_root=eps_root),
+        scale_by_rms(b2, eps, eps_in_sqrt=False, bias_correction=True, eps_root=eps_root,
+                     accumulator_dtype=nu_dtype),
         *_debias_first_moment(b1, nesterov),
         add_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),
@@ -340,6 +349,7 @@ def nadam(
     mu_dtype: Any = None,
     *,
     momentum_decay: float | None = None,
+    nu_dtype: Any = None,
 ) -> Transformation:
     r"""NAdam: Adam with a Nesterov look-ahead first moment.
 
@@ -365,12 +375,13 @@ def nadam(
     References:
       Dozat, 2016, https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ
     """
-    _check_adam_family("nadam", learning_rate, b1, b2, eps, eps_root, mu_dtype)
+    _check_adam_family("nadam", learning_rate, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
     if momentum_decay is not None:
         v.check_nonnegative("nadam", "momentum_decay", momentum_decay)
     return chain(
         nesterov_ema(b1, momentum_decay, accumulator_dtype=mu_dtype),
-        scale_by_rms(b2, eps, eps_in_sqrt=False, bias_correction=True, eps_root=eps_root),
+        scale_by_rms(b2, eps, eps_in_sqrt=False, bias_correction=True, eps_root=eps_root,
+                     accumulator_dtype=nu_dtype),
         scale_by_learning_rate(learning_rate),
     )
 
@@ -386,6 +397,7 @@ def nadamw(
     mask: Any = None,
     *,
     momentum_decay: float | None = None,
+    nu_dtype: Any = None,
 ) -> Transformation:
     r"""NAdamW: NAdam with decoupled weight decay.
 
@@ -405,13 +417,14 @@ def nadamw(
     References:
       Dozat, 2016; Loshchilov & Hutter, 2019, https://arxiv.org/abs/1711.05101
     """
-    _check_adam_family("nadamw", learning_rate, b1, b2, eps, eps_root, mu_dtype)
+    _check_adam_family("nadamw", learning_rate, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
     v.check_rate("nadamw", "weight_decay", weight_decay)
     if momentum_decay is not None:
         v.check_nonnegative("nadamw", "momentum_decay", momentum_decay)
     return chain(
         nesterov_ema(b1, momentum_decay, accumulator_dtype=mu_dtype),
-        scale_by_rms(b2, eps, eps_in_sqrt=False, bias_correction=True, eps_root=eps_root),
+        scale_by_rms(b2, eps, eps_in_sqrt=False, bias_correction=True, eps_root=eps_root,
+                     accumulator_dtype=nu_dtype),
         add_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     )

@@ -121,14 +121,29 @@ def tree_zeros_like(tree: Any, dtype: Any = None) -> Any:
     return jax.tree.map(lambda x: full_like_sharded(x, 0, jnp.result_type(x) if dtype is None else dtype), tree)
 
 
-def tree_real_full_like(tree: Any, value: Any) -> Any:
+def tree_real_full_like(tree: Any, value: Any, dtype: Any = None) -> Any:
     """Arrays filled with ``value``, real even where ``tree`` is complex.
 
     Second moments of complex parameters are moments of ``|g|**2`` and live in
-    the matching real dtype. Each array is sharded like its leaf (see
-    :func:`full_like_sharded`).
+    the matching real dtype (or in the real dtype of ``dtype`` if given). Each
+    array is sharded like its leaf (see :func:`full_like_sharded`).
     """
-    return jax.tree.map(lambda x: full_like_sharded(x, value, real_dtype_of(jnp.result_type(x))), tree)
+    return jax.tree.map(
+        lambda x: full_like_sharded(x, value, real_dtype_of(jnp.result_type(x) if dtype is None else dtype)), tree
+    )
+
+
+def widened(stored: jax.Array, incoming: jax.Array) -> jax.Array:
+    """A stored state leaf in the wider of its dtype and the incoming leaf's.
+
+    A moment kept in a narrow ``accumulator_dtype`` (bfloat16) is updated in
+    the incoming gradient's precision and only rounded when stored again;
+    ``decay * stored`` in bfloat16 would add a rounding error per step.
+    """
+    incoming_dtype = jnp.result_type(incoming)
+    if not jnp.issubdtype(stored.dtype, jnp.complexfloating):
+        incoming_dtype = real_dtype_of(incoming_dtype)  # a real moment of complex gradients stays real
+    return stored.astype(jnp.promote_types(stored.dtype, incoming_dtype))
 
 
 def cast_like(tree: Any, like: Any) -> Any:

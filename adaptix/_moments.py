@@ -27,6 +27,7 @@ from adaptix._base import (
     scalar_dtype,
     tree_real_full_like,
     tree_zeros_like,
+    widened,
     zero_count,
 )
 
@@ -94,6 +95,7 @@ def scale_by_rms(
     bias_correction: bool = False,
     *,
     eps_root: float = 0.0,
+    accumulator_dtype: Any = None,
 ) -> Transformation:
     r"""Divides the input by the root mean square of the gradient (RMSProp).
 
@@ -120,6 +122,13 @@ def scale_by_rms(
         ``False`` puts it outside (Adam, PyTorch's RMSprop).
       bias_correction: divide :math:`v_t` by :math:`1-\beta^t`.
       eps_root: a further constant inside the root (Optax's Adam ``eps_root``).
+      accumulator_dtype: real dtype of the stored :math:`v` (e.g.
+        ``jnp.bfloat16``); ``None`` keeps the parameters' (real) dtype. The
+        update is computed in the wider of the two dtypes and rounded to this
+        one when stored. With :math:`\beta` close to 1 a narrow dtype loses the
+        EMA's small increments: in bfloat16 (8 significant bits) a
+        :math:`v` with :math:`\beta = 0.999` only moves when :math:`g^2`
+        differs from it by a factor of about 3 or more (see ``docs/reliability.md``).
 
     Example:
       >>> import jax.numpy as jnp, numpy as np, adaptix
@@ -142,15 +151,16 @@ def scale_by_rms(
     v.check_bool(owner, "eps_in_sqrt", eps_in_sqrt)
     v.check_bool(owner, "bias_correction", bias_correction)
     v.check_nonnegative(owner, "eps_root", eps_root)
+    v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
 
     def init(params):
-        return ScaleByRmsState(count=zero_count(), nu=tree_real_full_like(params, initial_scale))
+        return ScaleByRmsState(count=zero_count(), nu=tree_real_full_like(params, initial_scale, accumulator_dtype))
 
     def update(updates, state, params=None, *, grad=None, **extra):
         del params, extra
         g = measured(updates, grad)
         check_matches_state(g, state.nu, owner)
-        nu = jax.tree.map(lambda x, n: (1.0 - decay) * abs_sq(x) + decay * n, g, state.nu)
+        nu = jax.tree.map(lambda x, n: (1.0 - decay) * abs_sq(x) + decay * widened(n, x), g, state.nu)
         count = safe_increment(state.count)
         nu_hat = nu
         if bias_correction:

@@ -16,6 +16,7 @@ from adaptix._base import (
     safe_increment,
     scalar_dtype,
     tree_zeros_like,
+    widened,
     zero_count,
 )
 
@@ -80,7 +81,7 @@ def trace(
     def update(updates, state, params=None, **extra):
         del params, extra
         check_matches_state(updates, state.trace, owner)
-        new_trace = jax.tree.map(lambda u, t: weight * u + decay * t, updates, state.trace)
+        new_trace = jax.tree.map(lambda u, t: weight * u + decay * widened(t, u), updates, state.trace)
         if nesterov:
             out = jax.tree.map(lambda u, t: weight * u + decay * t, updates, new_trace)
         else:
@@ -133,7 +134,7 @@ def ema(decay: float, debias: bool = True, accumulator_dtype: Any = None) -> Tra
     def update(updates, state, params=None, **extra):
         del params, extra
         check_matches_state(updates, state.ema, owner)
-        new_ema = jax.tree.map(lambda u, m: (1.0 - decay) * u + decay * m, updates, state.ema)
+        new_ema = jax.tree.map(lambda u, m: (1.0 - decay) * u + decay * widened(m, u), updates, state.ema)
         count = safe_increment(state.count)
         out = new_ema
         if debias:
@@ -222,7 +223,7 @@ def nesterov_ema(
         mu_now = momentum_at(count, dtype)
         mu_next = momentum_at(safe_increment(count), dtype)
         product = state.mu_product * mu_now
-        new_mu = jax.tree.map(lambda u, m: (1.0 - decay) * u + decay * m, updates, state.mu)
+        new_mu = jax.tree.map(lambda u, m: (1.0 - decay) * u + decay * widened(m, u), updates, state.mu)
         coef_mu = mu_next / (1.0 - product * mu_next)
         coef_u = (1.0 - mu_now) / (1.0 - product)
         out = jax.tree.map(
@@ -277,8 +278,8 @@ def lion_momentum(b1: float = 0.9, b2: float = 0.99, mu_dtype: Any = None) -> Tr
     def update(updates, state, params=None, **extra):
         del params, extra
         check_matches_state(updates, state.mu, owner)
-        out = jax.tree.map(lambda u, m: (1.0 - b1) * u + b1 * m, updates, state.mu)
-        new_mu = jax.tree.map(lambda u, m: (1.0 - b2) * u + b2 * m, updates, state.mu)
+        out = jax.tree.map(lambda u, m: (1.0 - b1) * u + b1 * widened(m, u), updates, state.mu)
+        new_mu = jax.tree.map(lambda u, m: (1.0 - b2) * u + b2 * widened(m, u), updates, state.mu)
         return cast_like(out, updates), LionMomentumState(mu=cast_like(new_mu, state.mu))
 
     return Transformation(init, update)

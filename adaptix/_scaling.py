@@ -28,7 +28,7 @@ WEIGHT_DECAY_KEYS = ("weight_decay",)
 #: Keys passed through unchanged by both rules.
 UNCHANGED_KEYS = (
     "nesterov", "eps_in_sqrt", "centered", "bias_correction", "initial_scale", "initial_accumulator_value",
-    "mask", "weight_decay_mask", "mu_dtype", "accumulator_dtype", "momentum_decay", "debias_before_max",
+    "mask", "weight_decay_mask", "mu_dtype", "nu_dtype", "accumulator_dtype", "momentum_decay", "debias_before_max",
     "threshold", "nesterov_momentum",
 )
 RULES = ("sqrt", "linear")

@@ -245,3 +245,66 @@ def test_adam_low_precision_first_step_is_lr_sign(dtype):
         assert out[3] == 0.0  # (1 - b2) * 1e-8 underflows: no step, and no NaN
     else:
         np.testing.assert_allclose(out[3], -0.1, rtol=2e-2)  # bfloat16 has float32's range
+
+
+def _adam_with_rounded_moments(params, grads, lr, round_m, round_v, b1=0.9, b2=0.999, eps=1e-8):
+    """Adam in float32 NumPy whose stored m and/or v are rounded to bfloat16 after each step."""
+    bf16 = lambda x: np.asarray(jnp.asarray(x, jnp.float32).astype(jnp.bfloat16).astype(jnp.float32))
+    m = v = np.zeros_like(np.asarray(params))
+    p, out = np.asarray(params), []
+    for t, g in enumerate(grads, start=1):
+        g = np.asarray(g)
+        m_new = np.float32(b1) * m + np.float32(1 - b1) * g
+        v_new = np.float32(b2) * v + np.float32(1 - b2) * g * g
+        m_hat = m_new / np.float32(1 - b1**t)
+        v_hat = v_new / np.float32(1 - b2**t)
+        p = p - np.float32(lr) * m_hat / (np.sqrt(v_hat) + np.float32(eps))
+        m = bf16(m_new) if round_m else m_new
+        v = bf16(v_new) if round_v else v_new
+        out.append(p)
+    return out
+
+
+@pytest.mark.parametrize("nu_dtype", [None, jnp.bfloat16])
+def test_moments_in_bfloat16_round_only_what_is_stored(nu_dtype):
+    """mu_dtype / nu_dtype: the arithmetic stays in float32, only the stored m and v are rounded."""
+    rng = np.random.default_rng(1)
+    params = jnp.asarray(rng.normal(size=64), jnp.float32)
+    grads = [jnp.asarray(rng.normal(size=64) * 10.0 ** rng.uniform(-3, 1, 64), jnp.float32) for _ in range(30)]
+    lr = 1e-2
+
+    def run(opt):
+        state, p, out = opt.init(params), params, []
+        for g in grads:
+            u, state = opt.update(g, state, p)
+            p = optax.apply_updates(p, u)
+            out.append(np.asarray(p))
+        return out, state
+
+    ours, state = run(adaptix.adam(lr, mu_dtype=jnp.bfloat16, nu_dtype=nu_dtype))
+    assert state[0].trace.dtype == jnp.bfloat16
+    assert state[1].nu.dtype == (jnp.float32 if nu_dtype is None else jnp.bfloat16)
+    expected = _adam_with_rounded_moments(params, grads, lr, round_m=True, round_v=nu_dtype is not None)
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)
+    if nu_dtype is None:
+        # Optax computes decay * m in bfloat16 before adding the float32 term: one more rounding
+        # per step. It agrees with us to bfloat16 accuracy only, and strays further from float32 Adam.
+        ref, _ = run(optax.adam(lr, mu_dtype=jnp.bfloat16))
+        np.testing.assert_allclose(ours, ref, rtol=0, atol=0.25 * lr)
+        exact = _adam_with_rounded_moments(params, grads, lr, round_m=False, round_v=False)
+        err_ours = np.abs(np.asarray(ours) - exact).max()
+        err_optax = np.abs(np.asarray(ref) - exact).max()
+        assert err_ours < 0.5 * err_optax, (err_ours, err_optax)
+
+
+def test_bfloat16_second_moment_stalls_where_float32_does_not():
+    """The documented hazard: 0.999 v + 0.001 g**2 rounds back to v in bfloat16 unless g**2 is far from v."""
+    opt32 = adaptix.scale_by_rms(0.999, eps=0.0)
+    opt16 = adaptix.scale_by_rms(0.999, eps=0.0, accumulator_dtype=jnp.bfloat16)
+    s32, s16 = opt32.init(jnp.ones(1)), opt16.init(jnp.ones(1))
+    s32, s16 = s32._replace(nu=jnp.ones(1)), s16._replace(nu=jnp.ones(1, jnp.bfloat16))
+    for _ in range(100):  # g**2 = 2: v should drift from 1 towards 2
+        _, s32 = opt32.update(jnp.full(1, np.sqrt(2.0)), s32)
+        _, s16 = opt16.update(jnp.full(1, np.sqrt(2.0)), s16)
+    assert float(s32.nu[0]) == pytest.approx(2 - 0.999**100, rel=1e-5)  # 1.095
+    assert float(s16.nu[0]) == 1.0  # every increment of 0.001 was rounded away

@@ -127,6 +127,9 @@ BAD_INPUTS: list[Bad] = [
     Bad("sgd", adaptix.sgd, dict(LR, momentum=0.9), "nesterov", "yes", TypeError),
     Bad("trace", adaptix.trace, dict(decay=0.9), "accumulator_dtype", jnp.int32, TypeError),
     Bad("adam", adaptix.adam, LR, "mu_dtype", "not-a-dtype", TypeError),
+    Bad("adam", adaptix.adam, LR, "nu_dtype", jnp.int8, TypeError),
+    Bad("nadamw", adaptix.nadamw, LR, "nu_dtype", "not-a-dtype", TypeError),
+    Bad("scale_by_rms", adaptix.scale_by_rms, {}, "accumulator_dtype", jnp.int32, TypeError),
 ]
 
 _INTERVAL = re.compile(r"[\[(]\s*-?(?:[\d.e+-]+|inf)\s*,\s*-?(?:[\d.e+-]+|inf)\s*[\])]")

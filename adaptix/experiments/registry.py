@@ -26,6 +26,9 @@ SPECIAL_OPTIMIZERS: dict[str, Callable[[optax.ScalarOrSchedule], optax.GradientT
     "sgd-momentum": lambda lr: adaptix.sgd(lr, momentum=0.9),
     # chain(trace(0.9, ema=True), scale_by_rms(0.999, 1e-8, eps_in_sqrt=False), scale_by_learning_rate(lr))
     "adam-no-bias-correction": lambda lr: bias_correction.adam_without_bias_correction(lr),
+    # Adam with its moments stored in bfloat16 (arithmetic in float32): m only, and m and v.
+    "adam-bf16-mu": lambda lr: adaptix.adam(lr, mu_dtype=jnp.bfloat16),
+    "adam-bf16-mu-nu": lambda lr: adaptix.adam(lr, mu_dtype=jnp.bfloat16, nu_dtype=jnp.bfloat16),
 }
 ALIASES = (
     "sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "amsgrad", "nadam", "nadamw",
