@@ -70,6 +70,8 @@ from adaptix._moments import scale_by_rectified_rms as scale_by_rectified_rms
 from adaptix._moments import scale_by_rms as scale_by_rms
 from adaptix._moments import scale_by_rss as scale_by_rss
 from adaptix._moments import scale_by_stddev as scale_by_stddev
+from adaptix._packed import PackedState as PackedState
+from adaptix._packed import packed as packed
 from adaptix._scale import AddDecayedWeightsState as AddDecayedWeightsState
 from adaptix._scale import ScaleByScheduleState as ScaleByScheduleState
 from adaptix._scale import add_decayed_weights as add_decayed_weights

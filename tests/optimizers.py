@@ -92,6 +92,11 @@ def clipped_adam(learning_rate, max_norm=1.0):
     return adaptix.chain(optax.clip_by_global_norm(max_norm), adaptix.adam(learning_rate))
 
 
+def packed_adamw(learning_rate, weight_decay=1e-2):
+    """AdamW on the leaves of at most 8 entries packed into flat vectors (larger leaves stay as they are)."""
+    return adaptix.packed(adaptix.adamw(learning_rate, weight_decay=weight_decay), max_leaf_size=8)
+
+
 # ----------------------------------------------------------------------------
 # The table.
 # ----------------------------------------------------------------------------
@@ -132,6 +137,7 @@ CHAINS: tuple[OptCase, ...] = (
     OptCase("chain_rmsprop_momentum", rmsprop_momentum_from_primitives, dict(learning_rate=0.005)),
     OptCase("chain_adam_l2", adam_l2, dict(learning_rate=0.01), needs_params=True),
     OptCase("chain_clipped_adam", clipped_adam, dict(learning_rate=0.01)),
+    OptCase("packed_adamw", packed_adamw, dict(learning_rate=0.01), needs_params=True),
 )
 
 OPTIMIZERS: tuple[OptCase, ...] = ALIASES + CHAINS
