@@ -27,7 +27,6 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
-from functools import partial
 from typing import Callable
 
 import jax

@@ -334,7 +334,7 @@ def summary(results: dict) -> str:
     for c, v in results["verdict"].items():
         per = ", ".join(f"beta2={b2}: {d['worse']}/{d['points']} worse" for b2, d in v["per_beta2"].items())
         lines.append(f"{c}: grid points where no correction is > {v['factor']:g}x worse: {per}")
-    lines.append(f"seconds: " + ", ".join(
+    lines.append("seconds: " + ", ".join(
         f"{k} {v:.1f}" if not isinstance(v, dict) else f"{k} {v['total']:.1f} (compile {v['compile']:.1f})"
         for k, v in results["seconds"].items()))
     v = results["verdict"]["early"]
