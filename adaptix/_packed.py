@@ -1,13 +1,13 @@
 """``packed``: run an optimizer on a few flat buffers instead of many small leaves.
 
 A jitted step pays for every array that crosses the ``jit`` boundary (about a
-microsecond each on a CPU host) and compiles a few kernels per leaf, so a
-model of many small leaves (biases, norms, small layers) is dispatch- and
-compile-bound long before it is memory-bound. :func:`packed` concatenates the
-small leaves of each dtype into one vector before the inner optimizer sees
-them, keeps the inner optimizer's state in that packed form, and slices the
-updates back into the original tree. Large leaves are passed through as they
-are: concatenating them would cost a full extra pass over memory.
+microsecond each on a CPU host) and runs a few kernels per leaf, so the step of
+a model of many small leaves (biases, norms, small layers) is dispatch-bound
+long before it is memory-bound. :func:`packed` concatenates the small leaves of
+each dtype into one vector before the inner optimizer sees them, keeps the
+inner optimizer's state in that packed form, and slices the updates back into
+the original tree. Large leaves are passed through as they are: concatenating
+them would cost a full extra pass over memory.
 """
 
 from __future__ import annotations
