@@ -1,0 +1,63 @@
+"""The benchmark scripts run, and compare like with like (no timing is asserted here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import adaptix
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name: str):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(f"adaptix_benchmark_{name}", BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_step_benchmark_runs_and_prints_every_column():
+    step = _load("step")
+    rows = step.bench("C", "adam", rounds=2, torch_kinds=())
+    assert [r["impl"] for r in rows] == ["optax", "adaptix", "adaptix packed"]
+    for r in rows:
+        assert r["state_bytes"] == pytest.approx(8.0, rel=1e-3)  # m and v in float32, plus the counts
+        assert r["compile_s"] > 0 and r["median_ms"] > 0 and r["vs_floor"] is None  # C is not memory-bound
+    table = step.format_table(rows).splitlines()
+    assert [c.strip() for c in table[0].strip("|").split("|")] == [
+        "workload", "opt", "impl", "median ms", "min ms", "x optax", "x floor", "compile s", "state B/p", "faults/step"]
+    assert len(table) == 2 + len(rows)
+
+
+def test_bf16_first_moment_row_counts_six_bytes_per_parameter():
+    step = _load("step")
+    rows = step.bench("C", "adam-mu-bf16", rounds=1, torch_kinds=("fused",))
+    assert [r["impl"] for r in rows] == ["optax", "adaptix", "adaptix packed"]  # torch has no such option
+    assert all(r["state_bytes"] == pytest.approx(6.0, rel=1e-3) for r in rows)
+
+
+def test_hand_written_adam_is_the_same_computation_as_the_chain():
+    hand = _load("hand_written_adam")
+    rng = np.random.default_rng(0)
+    params = jnp.asarray(rng.normal(size=(32, 8)), jnp.float32)
+    tx = adaptix.adam(hand.LR)
+    s_hand = (jnp.zeros_like(params), jnp.zeros_like(params), jnp.zeros([], jnp.int32))
+    s_chain = tx.init(params)
+    p_hand = p_chain = params
+    for _ in range(5):
+        g = jnp.asarray(rng.normal(size=(32, 8)), jnp.float32)
+        p_hand, s_hand = jax.jit(hand.hand_written)(p_hand, s_hand, g)
+        p_chain, s_chain = jax.jit(hand.with_adaptix)(p_chain, s_chain, g)
+    np.testing.assert_allclose(p_hand, p_chain, rtol=1e-6, atol=1e-7)
