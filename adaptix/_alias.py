@@ -273,9 +273,10 @@ def adam(
       ``weight_decay`` (Adam+L2) is ``chain(add_decayed_weights(wd), adam(lr))``;
       decoupled decay is :func:`adamw`. ``nesterov=True`` is :func:`nadam`.
       ``mu_dtype`` / ``nu_dtype`` store :math:`m` / :math:`v` in another dtype
-      (``jnp.bfloat16`` halves their memory); the arithmetic stays in the wider
-      dtype. bfloat16 :math:`m` is harmless in our runs; bfloat16 :math:`v`
-      with :math:`\beta_2 = 0.999` stalls (see ``docs/reliability.md``).
+      (``jnp.bfloat16`` halves their memory): each is computed in the
+      gradient's dtype, rounded once, and used as stored. bfloat16 :math:`m`
+      costs little in our runs; bfloat16 :math:`v` with :math:`\beta_2 = 0.999`
+      stalls (see ``docs/reliability.md``).
 
     References:
       Kingma & Ba, 2015, https://arxiv.org/abs/1412.6980

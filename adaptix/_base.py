@@ -146,6 +146,18 @@ def widened(stored: jax.Array, incoming: jax.Array) -> jax.Array:
     return stored.astype(jnp.promote_types(stored.dtype, incoming_dtype))
 
 
+def as_stored(tree: Any, state_tree: Any) -> Any:
+    """Each leaf rounded to the dtype of the matching state leaf, in its own dtype.
+
+    A moment kept in a narrow dtype is used downstream as it is stored, so that
+    the state alone determines the step. This also keeps XLA from copying the
+    old moment: a step that read both the old narrow buffer (to recompute the
+    wide moment) and wrote the new one in place would need a full-size copy.
+    A no-op when the dtypes agree.
+    """
+    return jax.tree.map(lambda x, s: x.astype(jnp.result_type(s)).astype(x.dtype), tree, state_tree)
+
+
 def cast_like(tree: Any, like: Any) -> Any:
     """Casts every leaf of ``tree`` to the dtype of the matching leaf of ``like``."""
     return jax.tree.map(lambda x, y: jnp.asarray(x).astype(jnp.result_type(y)), tree, like)

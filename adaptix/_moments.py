@@ -18,6 +18,7 @@ import numpy as np
 from adaptix import _validate as v
 from adaptix._base import (
     Transformation,
+    as_stored,
     abs_sq,
     cast_like,
     check_matches_state,
@@ -124,11 +125,11 @@ def scale_by_rms(
       eps_root: a further constant inside the root (Optax's Adam ``eps_root``).
       accumulator_dtype: real dtype of the stored :math:`v` (e.g.
         ``jnp.bfloat16``); ``None`` keeps the parameters' (real) dtype. The
-        update is computed in the wider of the two dtypes and rounded to this
-        one when stored. With :math:`\beta` close to 1 a narrow dtype loses the
+        new :math:`v` is computed in the wider of the two dtypes, rounded to
+        this one, and used as stored. With :math:`\beta` close to 1 a narrow dtype loses the
         EMA's small increments: in bfloat16 (8 significant bits) a
-        :math:`v` with :math:`\beta = 0.999` only moves when :math:`g^2`
-        differs from it by a factor of about 3 or more (see ``docs/reliability.md``).
+        :math:`v` with :math:`\beta = 0.999` only moves up, when :math:`g^2`
+        exceeds about :math:`3v`, and never decays (see ``docs/reliability.md``).
 
     Example:
       >>> import jax.numpy as jnp, numpy as np, adaptix
@@ -161,6 +162,7 @@ def scale_by_rms(
         g = measured(updates, grad)
         check_matches_state(g, state.nu, owner)
         nu = jax.tree.map(lambda x, n: (1.0 - decay) * abs_sq(x) + decay * widened(n, x), g, state.nu)
+        nu = as_stored(nu, state.nu)
         count = safe_increment(state.count)
         nu_hat = nu
         if bias_correction:

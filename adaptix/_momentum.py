@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from adaptix import _validate as v
 from adaptix._base import (
     Transformation,
+    as_stored,
     cast_like,
     check_matches_state,
     power,
@@ -49,7 +50,8 @@ def trace(
       nesterov: output the Nesterov look-ahead instead of the trace.
       ema: weight the input by :math:`1-\beta` (an EMA) instead of 1 (a trace).
       accumulator_dtype: dtype of the stored trace (e.g. ``jnp.bfloat16``);
-        ``None`` keeps the parameters' dtype.
+        ``None`` keeps the parameters' dtype. The new trace is computed in the
+        wider of this and the input's dtype, rounded once, and used as stored.
 
     Example:
       >>> import jax.numpy as jnp, adaptix
@@ -82,6 +84,7 @@ def trace(
         del params, extra
         check_matches_state(updates, state.trace, owner)
         new_trace = jax.tree.map(lambda u, t: weight * u + decay * widened(t, u), updates, state.trace)
+        new_trace = as_stored(new_trace, state.trace)
         if nesterov:
             out = jax.tree.map(lambda u, t: weight * u + decay * t, updates, new_trace)
         else:
@@ -134,7 +137,9 @@ def ema(decay: float, debias: bool = True, accumulator_dtype: Any = None) -> Tra
     def update(updates, state, params=None, **extra):
         del params, extra
         check_matches_state(updates, state.ema, owner)
-        new_ema = jax.tree.map(lambda u, m: (1.0 - decay) * u + decay * widened(m, u), updates, state.ema)
+        new_ema = as_stored(
+            jax.tree.map(lambda u, m: (1.0 - decay) * u + decay * widened(m, u), updates, state.ema), state.ema
+        )
         count = safe_increment(state.count)
         out = new_ema
         if debias:
@@ -223,7 +228,9 @@ def nesterov_ema(
         mu_now = momentum_at(count, dtype)
         mu_next = momentum_at(safe_increment(count), dtype)
         product = state.mu_product * mu_now
-        new_mu = jax.tree.map(lambda u, m: (1.0 - decay) * u + decay * widened(m, u), updates, state.mu)
+        new_mu = as_stored(
+            jax.tree.map(lambda u, m: (1.0 - decay) * u + decay * widened(m, u), updates, state.mu), state.mu
+        )
         coef_mu = mu_next / (1.0 - product * mu_next)
         coef_u = (1.0 - mu_now) / (1.0 - product)
         out = jax.tree.map(

@@ -248,26 +248,27 @@ def test_adam_low_precision_first_step_is_lr_sign(dtype):
 
 
 def _adam_with_rounded_moments(params, grads, lr, round_m, round_v, b1=0.9, b2=0.999, eps=1e-8):
-    """Adam in float32 NumPy whose stored m and/or v are rounded to bfloat16 after each step."""
+    """Adam in float32 NumPy whose m and/or v are rounded to bfloat16 each step, then used as stored."""
     bf16 = lambda x: np.asarray(jnp.asarray(x, jnp.float32).astype(jnp.bfloat16).astype(jnp.float32))
     m = v = np.zeros_like(np.asarray(params))
     p, out = np.asarray(params), []
     for t, g in enumerate(grads, start=1):
         g = np.asarray(g)
-        m_new = np.float32(b1) * m + np.float32(1 - b1) * g
-        v_new = np.float32(b2) * v + np.float32(1 - b2) * g * g
-        m_hat = m_new / np.float32(1 - b1**t)
-        v_hat = v_new / np.float32(1 - b2**t)
+        m = np.float32(b1) * m + np.float32(1 - b1) * g
+        v = np.float32(b2) * v + np.float32(1 - b2) * g * g
+        m = bf16(m) if round_m else m
+        v = bf16(v) if round_v else v
+        m_hat = m / np.float32(1 - b1**t)
+        v_hat = v / np.float32(1 - b2**t)
         p = p - np.float32(lr) * m_hat / (np.sqrt(v_hat) + np.float32(eps))
-        m = bf16(m_new) if round_m else m_new
-        v = bf16(v_new) if round_v else v_new
         out.append(p)
     return out
 
 
 @pytest.mark.parametrize("nu_dtype", [None, jnp.bfloat16])
 def test_moments_in_bfloat16_round_only_what_is_stored(nu_dtype):
-    """mu_dtype / nu_dtype: the arithmetic stays in float32, only the stored m and v are rounded."""
+    """mu_dtype / nu_dtype: each step's moment is computed in float32, rounded once to bfloat16, and
+    the step uses it as stored (``as_stored``)."""
     rng = np.random.default_rng(1)
     params = jnp.asarray(rng.normal(size=64), jnp.float32)
     grads = [jnp.asarray(rng.normal(size=64) * 10.0 ** rng.uniform(-3, 1, 64), jnp.float32) for _ in range(30)]
@@ -308,3 +309,13 @@ def test_bfloat16_second_moment_stalls_where_float32_does_not():
         _, s16 = opt16.update(jnp.full(1, np.sqrt(2.0)), s16)
     assert float(s32.nu[0]) == pytest.approx(2 - 0.999**100, rel=1e-5)  # 1.095
     assert float(s16.nu[0]) == 1.0  # every increment of 0.001 was rounded away
+
+
+def test_bfloat16_second_moment_never_decays_at_b2_0999():
+    """A decrease of 0.001 v is below half a bfloat16 spacing, so v stays put when the gradients vanish."""
+    opt = adaptix.scale_by_rms(0.999, eps=1e-8, accumulator_dtype=jnp.bfloat16)
+    state = opt.init(jnp.ones(3))._replace(nu=jnp.asarray([1.0, 1.9, 3e-5], jnp.bfloat16))
+    for _ in range(50):
+        _, state = opt.update(jnp.zeros(3), state)
+    np.testing.assert_array_equal(np.asarray(state.nu, np.float32),
+                                  np.asarray(jnp.asarray([1.0, 1.9, 3e-5], jnp.bfloat16), np.float32))
