@@ -137,10 +137,15 @@ def scale_hyperparameters(hparams: Mapping[str, Any], kappa: float, rule: str = 
       gradient noise dominates the squared mean gradient (small batches) and for
       :math:`\kappa(1-\beta)` well below 1; the linear rule is the SGD analogue
       (where the SDE time step is :math:`\eta`, not :math:`\eta^2`). Neither rule
-      holds once the batch exceeds the critical batch size. The weight-decay
-      mapping keeps :math:`\lambda/\eta` fixed (decoupled decay, as AdamW's
-      ``weight_decay``); an L2 penalty inside the loss is a property of the
-      loss and needs no scaling.
+      holds once the batch exceeds the critical batch size. Decoupled weight
+      decay (AdamW's ``weight_decay``, applied as :math:`\eta\lambda p` per
+      step) keeps its decay per sample seen: :math:`\kappa` old steps decay by
+      :math:`\kappa\eta\lambda`, one new step by :math:`\eta'\lambda'`. Under
+      the square-root rule that gives :math:`\lambda' = \sqrt\kappa\,\lambda`,
+      which is also what keeps the SDE's decay drift :math:`\lambda/\eta` (per
+      unit of SDE time :math:`\eta^2`) unchanged; under the linear rule
+      :math:`\lambda' = \lambda`. An L2 penalty inside the loss is a property of
+      the loss and needs no scaling.
 
     References:
       Malladi, Lyu, Panigrahi & Arora, 2022, On the SDEs and Scaling Rules for
