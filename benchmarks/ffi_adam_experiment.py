@@ -26,12 +26,11 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import adaptix
+from hand_written_adam import B1, B2, EPS, LR
+from hand_written_adam import with_adaptix as chain_step  # adaptix.adam + apply, the step users write
 from step import WORKLOADS, measure_bandwidth
-
-LR, B1, B2, EPS = 1e-3, 0.9, 0.999, 1e-8
 SOURCE = Path(__file__).resolve().parent / "ffi_adam_step.cc"
 
 
@@ -70,11 +69,6 @@ def ffi_step(params, state, grads):
 
 def ffi_init(params):
     return jax.tree.map(jnp.zeros_like, params), jax.tree.map(jnp.zeros_like, params), jnp.zeros([], jnp.int32)
-
-
-def chain_step(params, state, grads, tx=adaptix.adam(LR)):
-    updates, state = tx.update(grads, state, params)
-    return optax.apply_updates(params, updates), state
 
 
 def main() -> None:
