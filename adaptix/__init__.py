@@ -9,7 +9,7 @@ Every classic optimizer is a short :func:`chain` of primitives, each an
                  scale_by_learning_rate(lr))
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from adaptix._alias import adadelta as adadelta
 from adaptix._alias import adagrad as adagrad
@@ -26,7 +26,8 @@ from adaptix._alias import rprop as rprop
 from adaptix._alias import sgd as sgd
 from adaptix._alias import sign_sgd as sign_sgd
 from adaptix._alias import signum as signum
-from adaptix._base import CountState as CountState
+from adaptix._base import CountedState as CountedState
+from adaptix._base import CountedTransformation as CountedTransformation
 from adaptix._base import EmptyState as EmptyState
 from adaptix._base import Transformation as Transformation
 from adaptix._bayes import ScaleByPosteriorVarianceFpState as ScaleByPosteriorVarianceFpState
@@ -37,6 +38,8 @@ from adaptix._bayes import implied_weight_decay as implied_weight_decay
 from adaptix._bayes import scale_by_posterior_variance as scale_by_posterior_variance
 from adaptix._bayes import scale_by_posterior_variance_fp as scale_by_posterior_variance_fp
 from adaptix._combine import chain as chain
+from adaptix._convert import from_optax as from_optax
+from adaptix._convert import to_optax as to_optax
 from adaptix._correction import bias_correction as bias_correction
 from adaptix._delta import ScaleByRpropState as ScaleByRpropState
 from adaptix._delta import ScaleByUpdateRmsState as ScaleByUpdateRmsState
@@ -50,6 +53,7 @@ from adaptix._fullmatrix import ScaleByFullMatrixRssState as ScaleByFullMatrixRs
 from adaptix._fullmatrix import full_matrix_adagrad as full_matrix_adagrad
 from adaptix._fullmatrix import scale_by_full_matrix_rss as scale_by_full_matrix_rss
 from adaptix._momentum import EmaState as EmaState
+from adaptix._momentum import FirstMomentState as FirstMomentState
 from adaptix._momentum import LionMomentumState as LionMomentumState
 from adaptix._momentum import NesterovEmaState as NesterovEmaState
 from adaptix._momentum import ParameterDifferenceMomentumState as ParameterDifferenceMomentumState
@@ -72,8 +76,6 @@ from adaptix._moments import scale_by_rss as scale_by_rss
 from adaptix._moments import scale_by_stddev as scale_by_stddev
 from adaptix._packed import PackedState as PackedState
 from adaptix._packed import packed as packed
-from adaptix._scale import AddDecayedWeightsState as AddDecayedWeightsState
-from adaptix._scale import ScaleByScheduleState as ScaleByScheduleState
 from adaptix._scale import add_decayed_weights as add_decayed_weights
 from adaptix._scale import clip_by_sign as clip_by_sign
 from adaptix._scale import scale as scale

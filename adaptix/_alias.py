@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
+
 from adaptix import _validate as v
 from adaptix._base import ScalarOrSchedule, Transformation
 from adaptix._combine import chain
 from adaptix._correction import bias_correction
 from adaptix._delta import scale_by_rprop, scale_by_update_rms
-from adaptix._momentum import lion_momentum, nesterov_ema, trace
+from adaptix._momentum import ema, lion_momentum, nesterov_ema, trace
 from adaptix._moments import (
     scale_by_inf_norm,
     scale_by_max_rms,
@@ -28,23 +30,43 @@ from adaptix._scale import add_decayed_weights, scale, scale_by_learning_rate, s
 
 def _check_adam_family(owner, learning_rate, b1, b2, eps, eps_root, mu_dtype=None, nu_dtype=None):
     v.check_rate(owner, "learning_rate", learning_rate)
-    v.check_decay(owner, "b1", b1)
-    v.check_decay(owner, "b2", b2)
+    v.check_debiased_decay(owner, "b1", b1)
+    v.check_debiased_decay(owner, "b2", b2)
     v.check_nonnegative(owner, "eps", eps)
     v.check_nonnegative(owner, "eps_root", eps_root)
     v.check_dtype(owner, "mu_dtype", mu_dtype)
     v.check_dtype(owner, "nu_dtype", nu_dtype)
 
 
-def _first_moment(b1: float, mu_dtype: Any, nesterov: bool) -> tuple[Transformation, ...]:
-    """Adam's debiased first moment: EMA + bias correction, or NAdam's look-ahead."""
+_NO_DECAY = object()  # marks an Adam-family alias without a weight-decay stage (adam, nadam)
+
+
+def _adam_family(owner, learning_rate, b1, b2, eps, eps_root, mu_dtype, nu_dtype, *, nesterov,
+                 momentum_decay=None, weight_decay=_NO_DECAY, mask=None) -> Transformation:
+    """Adam, AdamW, NAdam and NAdamW: one chain, validated under the alias's name.
+
+    ``chain(first moment, scale_by_rms(b2, eps, eps_in_sqrt=False, bias_correction=True),
+    [bias_correction(b1)], [add_decayed_weights(wd, mask)], scale_by_learning_rate(lr))``,
+    where the first moment is ``trace(b1, ema=True)`` (debiased by the
+    ``bias_correction`` stage) or NAdam's ``nesterov_ema(b1, momentum_decay)``
+    (already debiased).
+    """
+    _check_adam_family(owner, learning_rate, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
+    v.check_bool(owner, "nesterov", nesterov)
+    if momentum_decay is not None:
+        v.check_nonnegative(owner, "momentum_decay", momentum_decay)
     if nesterov:
-        return (nesterov_ema(b1, accumulator_dtype=mu_dtype),)
-    return (trace(b1, ema=True, accumulator_dtype=mu_dtype),)
-
-
-def _debias_first_moment(b1: float, nesterov: bool) -> tuple[Transformation, ...]:
-    return () if nesterov else (bias_correction(b1),)
+        first_moment = (nesterov_ema(b1, momentum_decay, accumulator_dtype=mu_dtype),)
+    else:
+        first_moment = (trace(b1, ema=True, accumulator_dtype=mu_dtype), bias_correction(b1))
+    second_moment = scale_by_rms(b2, eps, eps_in_sqrt=False, bias_correction=True, eps_root=eps_root,
+                                 accumulator_dtype=nu_dtype)
+    decay = ()
+    if weight_decay is not _NO_DECAY:
+        v.check_rate(owner, "weight_decay", weight_decay)
+        decay = (add_decayed_weights(weight_decay, mask),)
+    # bias_correction(b1) may stand after scale_by_rms (which is linear in its input): Optax's order of operations
+    return chain(first_moment[0], second_moment, *first_moment[1:], *decay, scale_by_learning_rate(learning_rate))
 
 
 def sgd(
@@ -81,10 +103,12 @@ def sgd(
     v.check_rate(owner, "learning_rate", learning_rate)
     v.check_bool(owner, "nesterov", nesterov)
     if momentum is None:
+        v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
         if nesterov:
-            raise ValueError("sgd: nesterov=True needs a momentum in [0, 1), got momentum=None.")
+            raise ValueError("sgd: nesterov=True needs a momentum in [0, 1], got momentum=None.")
         return chain(scale_by_learning_rate(learning_rate))
     v.check_decay(owner, "momentum", momentum)
+    v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
     return chain(
         trace(momentum, nesterov=nesterov, accumulator_dtype=accumulator_dtype),
         scale_by_learning_rate(learning_rate),
@@ -170,7 +194,8 @@ def rmsprop(
     """
     owner = "rmsprop"
     v.check_rate(owner, "learning_rate", learning_rate)
-    v.check_decay(owner, "decay", decay)
+    v.check_bool(owner, "bias_correction", bias_correction)
+    (v.check_debiased_decay if bias_correction else v.check_decay)(owner, "decay", decay)
     v.check_nonnegative(owner, "eps", eps)
     v.check_nonnegative(owner, "initial_scale", initial_scale)
     v.check_bool(owner, "centered", centered)
@@ -178,7 +203,7 @@ def rmsprop(
     if momentum is not None:
         v.check_decay(owner, "momentum", momentum)
     elif nesterov:
-        raise ValueError("rmsprop: nesterov=True needs a momentum in [0, 1), got momentum=None.")
+        raise ValueError("rmsprop: nesterov=True needs a momentum in [0, 1], got momentum=None.")
     second_moment = scale_by_stddev if centered else scale_by_rms
     stages = [
         second_moment(decay, eps, initial_scale, eps_in_sqrt=eps_in_sqrt, bias_correction=bias_correction),
@@ -207,7 +232,8 @@ def adadelta(
         p_t = p_{t-1} - \eta\, \Delta_t.
 
     With ``weight_decay`` the L2 term is added to the gradient first (the
-    moments see it), as in Optax and PyTorch.
+    moments see it), as in Optax and PyTorch. The stage is there even for a
+    decay of 0, so the state's structure does not depend on the value.
 
     Example:
       >>> import jax.numpy as jnp, adaptix
@@ -230,14 +256,7 @@ def adadelta(
     v.check_nonnegative(owner, "eps", eps)
     v.check_rate(owner, "weight_decay", weight_decay)
     core = chain(scale_by_rms(rho, eps), scale_by_update_rms(rho, eps))
-    return chain(*_l2_penalty(weight_decay, weight_decay_mask), core, scale_by_learning_rate(learning_rate))
-
-
-def _l2_penalty(weight_decay: ScalarOrSchedule, mask: Any) -> tuple[Transformation, ...]:
-    """An L2 term added to the gradient, or nothing for a constant zero."""
-    if not callable(weight_decay) and isinstance(weight_decay, (int, float)) and weight_decay == 0:
-        return ()
-    return (add_decayed_weights(weight_decay, mask),)
+    return chain(add_decayed_weights(weight_decay, weight_decay_mask), core, scale_by_learning_rate(learning_rate))
 
 
 def adam(
@@ -281,16 +300,7 @@ def adam(
     References:
       Kingma & Ba, 2015, https://arxiv.org/abs/1412.6980
     """
-    _check_adam_family("adam", learning_rate, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
-    v.check_bool("adam", "nesterov", nesterov)
-    return chain(
-        *_first_moment(b1, mu_dtype, nesterov),
-        scale_by_rms(b2, eps, eps_in_sqrt=False, bias_correction=True, eps_root=eps_root,
-                     accumulator_dtype=nu_dtype),
-        *_debias_first_moment(b1, nesterov),
-        scale_by_learning_rate(learning_rate),
-    )
-
+    return _adam_family("adam", learning_rate, b1, b2, eps, eps_root, mu_dtype, nu_dtype, nesterov=nesterov)
 
 def adamw(
     learning_rate: ScalarOrSchedule,
@@ -328,18 +338,8 @@ def adamw(
     References:
       Loshchilov & Hutter, 2019, https://arxiv.org/abs/1711.05101
     """
-    _check_adam_family("adamw", learning_rate, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
-    v.check_rate("adamw", "weight_decay", weight_decay)
-    v.check_bool("adamw", "nesterov", nesterov)
-    return chain(
-        *_first_moment(b1, mu_dtype, nesterov),
-        scale_by_rms(b2, eps, eps_in_sqrt=False, bias_correction=True, eps_root=eps_root,
-                     accumulator_dtype=nu_dtype),
-        *_debias_first_moment(b1, nesterov),
-        add_decayed_weights(weight_decay, mask),
-        scale_by_learning_rate(learning_rate),
-    )
-
+    return _adam_family("adamw", learning_rate, b1, b2, eps, eps_root, mu_dtype, nu_dtype, nesterov=nesterov,
+                        weight_decay=weight_decay, mask=mask)
 
 def nadam(
     learning_rate: ScalarOrSchedule,
@@ -376,16 +376,8 @@ def nadam(
     References:
       Dozat, 2016, https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ
     """
-    _check_adam_family("nadam", learning_rate, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
-    if momentum_decay is not None:
-        v.check_nonnegative("nadam", "momentum_decay", momentum_decay)
-    return chain(
-        nesterov_ema(b1, momentum_decay, accumulator_dtype=mu_dtype),
-        scale_by_rms(b2, eps, eps_in_sqrt=False, bias_correction=True, eps_root=eps_root,
-                     accumulator_dtype=nu_dtype),
-        scale_by_learning_rate(learning_rate),
-    )
-
+    return _adam_family("nadam", learning_rate, b1, b2, eps, eps_root, mu_dtype, nu_dtype, nesterov=True,
+                        momentum_decay=momentum_decay)
 
 def nadamw(
     learning_rate: ScalarOrSchedule,
@@ -418,18 +410,8 @@ def nadamw(
     References:
       Dozat, 2016; Loshchilov & Hutter, 2019, https://arxiv.org/abs/1711.05101
     """
-    _check_adam_family("nadamw", learning_rate, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
-    v.check_rate("nadamw", "weight_decay", weight_decay)
-    if momentum_decay is not None:
-        v.check_nonnegative("nadamw", "momentum_decay", momentum_decay)
-    return chain(
-        nesterov_ema(b1, momentum_decay, accumulator_dtype=mu_dtype),
-        scale_by_rms(b2, eps, eps_in_sqrt=False, bias_correction=True, eps_root=eps_root,
-                     accumulator_dtype=nu_dtype),
-        add_decayed_weights(weight_decay, mask),
-        scale_by_learning_rate(learning_rate),
-    )
-
+    return _adam_family("nadamw", learning_rate, b1, b2, eps, eps_root, mu_dtype, nu_dtype, nesterov=True,
+                        momentum_decay=momentum_decay, weight_decay=weight_decay, mask=mask)
 
 def amsgrad(
     learning_rate: ScalarOrSchedule,
@@ -442,6 +424,7 @@ def amsgrad(
     bias_correction_nu: bool = True,
     *,
     debias_before_max: bool = True,
+    nu_dtype: Any = None,
 ) -> Transformation:
     r"""AMSGrad: Adam whose denominator never decreases.
 
@@ -469,18 +452,23 @@ def amsgrad(
       Reddi, Kale & Kumar, 2018, https://openreview.net/forum?id=ryQu7f-RZ
     """
     owner = "amsgrad"
-    _check_adam_family(owner, learning_rate, b1, b2, eps, eps_root, mu_dtype)
     v.check_bool(owner, "bias_correction_mu", bias_correction_mu)
     v.check_bool(owner, "bias_correction_nu", bias_correction_nu)
+    v.check_rate(owner, "learning_rate", learning_rate)
+    (v.check_debiased_decay if bias_correction_mu else v.check_decay)(owner, "b1", b1)
+    (v.check_debiased_decay if bias_correction_nu else v.check_decay)(owner, "b2", b2)
+    v.check_nonnegative(owner, "eps", eps)
+    v.check_nonnegative(owner, "eps_root", eps_root)
+    v.check_dtype(owner, "mu_dtype", mu_dtype)
+    v.check_dtype(owner, "nu_dtype", nu_dtype)
+    v.check_bool(owner, "debias_before_max", debias_before_max)
     return chain(
         trace(b1, ema=True, accumulator_dtype=mu_dtype),
-        scale_by_max_rms(
-            b2, eps, eps_root, debias_before_max=debias_before_max, bias_correction=bias_correction_nu
-        ),
+        scale_by_max_rms(b2, eps, eps_root, debias_before_max=debias_before_max,
+                         bias_correction=bias_correction_nu, accumulator_dtype=nu_dtype),
         *((bias_correction(b1),) if bias_correction_mu else ()),
         scale_by_learning_rate(learning_rate),
     )
-
 
 def adamax(
     learning_rate: ScalarOrSchedule,
@@ -509,14 +497,17 @@ def adamax(
     References:
       Kingma & Ba, 2015, section 7.1, https://arxiv.org/abs/1412.6980
     """
-    _check_adam_family("adamax", learning_rate, b1, b2, eps, 0.0)
+    owner = "adamax"
+    v.check_rate(owner, "learning_rate", learning_rate)
+    v.check_debiased_decay(owner, "b1", b1)
+    v.check_decay(owner, "b2", b2)
+    v.check_nonnegative(owner, "eps", eps)
     return chain(
         trace(b1, ema=True),
         scale_by_inf_norm(b2, eps),
         bias_correction(b1),
         scale_by_learning_rate(learning_rate),
     )
-
 
 def radam(
     learning_rate: ScalarOrSchedule,
@@ -550,10 +541,11 @@ def radam(
     _check_adam_family("radam", learning_rate, b1, b2, eps, eps_root)
     v.check_real("radam", "threshold", threshold)
     v.check_bool("radam", "nesterov", nesterov)
+    first_moment = (nesterov_ema(b1),) if nesterov else (trace(b1, ema=True), bias_correction(b1))
     return chain(
-        *_first_moment(b1, None, nesterov),
+        first_moment[0],
         scale_by_rectified_rms(b2, eps, eps_root, threshold),
-        *_debias_first_moment(b1, nesterov),
+        *first_moment[1:],
         scale_by_learning_rate(learning_rate),
     )
 
@@ -592,6 +584,7 @@ def lion(
     v.check_decay(owner, "b1", b1)
     v.check_decay(owner, "b2", b2)
     v.check_rate(owner, "weight_decay", weight_decay)
+    v.check_dtype(owner, "mu_dtype", mu_dtype)
     return chain(
         lion_momentum(b1, b2, mu_dtype),
         scale_by_sign(),
@@ -629,8 +622,9 @@ def signum(
 ) -> Transformation:
     r"""Signum: sign-SGD on an exponential moving average of the gradient.
 
-    ``chain(trace(beta, ema=True), scale_by_sign(), scale_by_learning_rate(lr))``
-    (no debiasing: it would not change the sign).
+    ``chain(ema(beta, debias=False), scale_by_sign(), scale_by_learning_rate(lr))``
+    (no debiasing: it would not change the sign; the EMA keeps Optax's step
+    counter).
 
     Example:
       >>> import jax.numpy as jnp, adaptix
@@ -646,8 +640,9 @@ def signum(
     """
     v.check_rate("signum", "learning_rate", learning_rate)
     v.check_decay("signum", "beta", beta)
+    v.check_dtype("signum", "accumulator_dtype", accumulator_dtype)
     return chain(
-        trace(beta, ema=True, accumulator_dtype=accumulator_dtype),
+        ema(beta, debias=False, accumulator_dtype=accumulator_dtype),
         scale_by_sign(),
         scale_by_learning_rate(learning_rate),
     )
@@ -683,6 +678,16 @@ def rprop(
     v.check_rate(owner, "learning_rate", learning_rate)
     v.check_range(owner, "eta_minus", eta_minus, 0.0, 1.0, low_open=True, high_open=True)
     v.check_range(owner, "eta_plus", eta_plus, 1.0, low_open=True)
+    v.check_range(owner, "min_step_size", min_step_size, 0.0, low_open=True)
+    v.check_range(owner, "max_step_size", max_step_size, 0.0, low_open=True)
+    if callable(learning_rate):
+        raise TypeError(f"{owner}: learning_rate is Rprop's initial step size and cannot be a schedule.")
+    if not any(isinstance(x, jax.core.Tracer) for x in (min_step_size, max_step_size)):
+        if float(min_step_size) > float(max_step_size):
+            raise ValueError(
+                f"{owner}: min_step_size must be <= max_step_size, got "
+                f"min_step_size={min_step_size!r} > max_step_size={max_step_size!r}."
+            )
     return chain(
         scale_by_rprop(learning_rate, eta_minus, eta_plus, min_step_size, max_step_size),
         scale(-1.0),

@@ -1,11 +1,18 @@
-"""The transformation type, the ``grad`` keyword protocol and shared helpers.
+"""The transformation types, the keywords a chain hands its stages, and shared helpers.
 
 An adaptix transformation is an :class:`optax.GradientTransformationExtraArgs`
-(so every Optax combinator and Flax accepts it) whose ``update`` also takes an
-optional keyword ``grad``: the gradient that entered the enclosing
-:func:`adaptix.chain`. Statistic stages (second moments, running maxima, sign
-agreement) measure ``grad`` and rescale their input; stages used alone measure
-their input.
+(so every Optax combinator and Flax accepts it). Inside :func:`adaptix.chain`
+its ``update`` also receives two keywords that no Optax transformation uses:
+
+* ``chain_input``: the tree that entered the enclosing chain. Statistic stages
+  (second moments, running maxima, sign agreement) measure it and rescale
+  their input; used alone, or inside ``optax.chain``, they measure their input.
+  (Optax's own extra arguments, such as the line searches' ``grad=``,
+  ``value=`` and ``value_fn=``, reach every stage unchanged.)
+* ``chain_step``: the number :math:`t \\ge 1` of the current update, for stages
+  that read it (bias corrections, schedules). The chain keeps one step counter
+  for all of them: a :class:`CountedTransformation` used inside a chain keeps
+  no counter of its own, used alone it keeps one in a :class:`CountedState`.
 """
 
 from __future__ import annotations
@@ -24,14 +31,29 @@ except ImportError:  # pragma: no cover
 Updates = Any
 Params = Any
 
+CHAIN_INPUT = "chain_input"
+CHAIN_STEP = "chain_step"
+
 
 class Transformation(optax.GradientTransformationExtraArgs):
-    """An Optax ``GradientTransformationExtraArgs`` that understands ``grad=``.
+    """An Optax ``GradientTransformationExtraArgs`` that understands ``chain_input=``.
 
     It is a plain ``(init, update)`` named tuple, so it can be used wherever
     Optax expects a gradient transformation. :func:`adaptix.chain` hands
-    ``grad`` only to stages of this type; any other Optax transformation in a
-    chain receives the remaining extra keywords unchanged.
+    ``chain_input`` only to stages of this type; any other Optax transformation
+    in a chain receives the caller's extra keywords unchanged.
+    """
+
+    __slots__ = ()
+
+
+class CountedTransformation(Transformation):
+    """A :class:`Transformation` that reads the step number.
+
+    ``init(params, *, chain_counts=False)``: with ``chain_counts=True`` (what
+    :func:`adaptix.chain` passes) the state holds no counter and every
+    ``update`` must receive ``chain_step=t``; otherwise the state is a
+    :class:`CountedState` that counts by itself.
     """
 
     __slots__ = ()
@@ -41,10 +63,17 @@ class EmptyState(NamedTuple):
     """State of a stateless transformation."""
 
 
-class CountState(NamedTuple):
-    """A saturating step counter (int32)."""
+class CountedState(NamedTuple):
+    """One step counter for an optimizer, beside the state of its stages.
+
+    Attributes:
+      count: the number of updates so far (int32, saturating), found by
+        ``optax.tree_utils.tree_get(state, "count")``.
+      inner_state: the state of the stages (for a chain, their tuple).
+    """
 
     count: jax.Array
+    inner_state: Any
 
 
 def init_empty_state(params: Params) -> EmptyState:
@@ -59,6 +88,66 @@ def zero_count() -> jax.Array:
 def safe_increment(count: jax.Array) -> jax.Array:
     """``count + 1``, saturating at the dtype's maximum instead of overflowing."""
     return optax.safe_increment(count)
+
+
+def missing_state_error(owner: str) -> ValueError:
+    return ValueError(
+        f"{owner}: the optimizer state is missing (got None): pass the state returned by "
+        "init(params), or by the previous update."
+    )
+
+
+def stage(owner: str, init: Callable, update: Callable, *, stateless: bool = False) -> Transformation:
+    """A :class:`Transformation` whose ``update`` refuses a missing state with a clear error.
+
+    Stateless stages (``stateless=True``) accept ``state=None``, as Optax's do.
+    """
+    if stateless:
+        return Transformation(init, update)
+
+    def checked_update(updates, state, params=None, **extra):
+        if state is None:
+            raise missing_state_error(owner)
+        return update(updates, state, params, **extra)
+
+    return Transformation(init, checked_update)
+
+
+def counted(owner: str, init: Callable, update: Callable) -> CountedTransformation:
+    """A stage that reads the step number: ``update(updates, state, params, *, chain_step, **extra)``.
+
+    ``init(params)`` gives the stage's own state, without a counter. Inside a
+    chain the chain hands ``chain_step``; alone, the stage keeps a
+    :class:`CountedState` and counts itself.
+    """
+
+    def counted_init(params, *, chain_counts: bool = False):
+        state = init(params)
+        return state if chain_counts else CountedState(count=zero_count(), inner_state=state)
+
+    def counted_update(updates, state, params=None, *, chain_step=None, **extra):
+        if state is None:
+            raise missing_state_error(owner)
+        if chain_step is not None:
+            return update(updates, state, params, chain_step=chain_step, **extra)
+        if not isinstance(state, CountedState):
+            raise ValueError(
+                f"{owner}: expected the CountedState(count, inner_state) that init(params) returns, got "
+                f"a {type(state).__name__}: was the state initialised by a different optimizer, or inside a "
+                "chain (which keeps the step counter and hands chain_step to its stages)?"
+            )
+        step = safe_increment(state.count)
+        updates, inner = update(updates, state.inner_state, params, chain_step=step, **extra)
+        return updates, CountedState(count=step, inner_state=inner)
+
+    return CountedTransformation(counted_init, counted_update)
+
+
+def init_stage(transform: optax.GradientTransformation, params: Params, chain_counts: bool) -> Any:
+    """``transform.init(params)``, telling a counted stage that an enclosing chain counts."""
+    if chain_counts and isinstance(transform, CountedTransformation):
+        return transform.init(params, chain_counts=True)
+    return transform.init(params)
 
 
 def scalar_dtype(tree: Any) -> jnp.dtype:
@@ -158,37 +247,26 @@ def as_stored(tree: Any, state_tree: Any) -> Any:
     return jax.tree.map(lambda x, s: x.astype(jnp.result_type(s)).astype(x.dtype), tree, state_tree)
 
 
+def ema_of(stored: jax.Array, x: jax.Array, decay: Any) -> jax.Array:
+    """:math:`\beta s + (1-\beta) x`, computed in the wider of the stored and incoming dtypes."""
+    return (1.0 - decay) * x + decay * widened(stored, x)
+
+
+def ema_of_squares(stored: jax.Array, x: jax.Array, decay: Any) -> jax.Array:
+    """:math:`\beta s + (1-\beta) |x|^2`, computed in the wider of the stored and incoming dtypes."""
+    return (1.0 - decay) * abs_sq(x) + decay * widened(stored, x)
+
+
+def debias(x: jax.Array, decay: Any, step: jax.Array) -> jax.Array:
+    """:math:`x / (1 - \beta^t)`, with :math:`\beta^t` computed in float32 or wider."""
+    correction = 1.0 - power(decay, step, scalar_dtype(x))
+    return x / correction.astype(x.dtype)
+
+
 def cast_like(tree: Any, like: Any) -> Any:
-    """Casts every leaf of ``tree`` to the dtype of the matching leaf of ``like``."""
-    return jax.tree.map(lambda x, y: jnp.asarray(x).astype(jnp.result_type(y)), tree, like)
-
-
-def cast_to(tree: Any, dtype: Any) -> Any:
-    if dtype is None:
-        return tree
-    return jax.tree.map(lambda x: x.astype(dtype), tree)
-
-
-def check_same_structure(tree: Any, other: Any, name: str, other_name: str) -> None:
-    """Raises ``ValueError`` naming both structures when two trees differ.
-
-    Runs at trace time only (it looks at tree structure, not values).
-    """
-    tree_def = jax.tree.structure(tree)
-    other_def = jax.tree.structure(other)
-    if tree_def != other_def:
-        raise ValueError(
-            f"The {name} tree does not match the {other_name} tree.\n"
-            f"  {name}: {tree_def}\n  {other_name}: {other_def}"
-        )
-
-
-def measured(updates: Updates, grad: Updates | None) -> Updates:
-    """The gradient a statistic stage measures: ``grad`` if given, else its input."""
-    if grad is None:
-        return updates
-    check_same_structure(updates, grad, "updates", "grad")
-    return grad
+    """Casts every leaf of ``tree`` to the dtype of the matching leaf of ``like`` (``None`` stays)."""
+    return jax.tree.map(lambda x, y: None if x is None else jnp.asarray(x).astype(jnp.result_type(y)),
+                        tree, like, is_leaf=is_none)
 
 
 def real_dtype_of(dtype: Any) -> jnp.dtype:
@@ -201,10 +279,102 @@ def real_dtype_of(dtype: Any) -> jnp.dtype:
 ScalarOrSchedule = float | jax.Array | Callable[[jax.Array], jax.Array]
 
 
+# ----------------------------------------------------------------------------
+# Per-leaf maps: None leaves pass through, the state keeps its structure.
+# ----------------------------------------------------------------------------
+
+
+def is_none(x: Any) -> bool:
+    return x is None
+
+
+def map_updates(f: Callable, updates: Updates, *rest: Any) -> Updates:
+    """``f(u, *r)`` leaf by leaf; a ``None`` leaf of ``updates`` stays ``None`` (as in Optax)."""
+    return jax.tree.map(lambda u, *r: None if u is None else f(u, *r), updates, *rest, is_leaf=is_none)
+
+
+def map_state(f: Callable, updates: Updates, state: Any, *rest: Any) -> Any:
+    """The new state leaf ``f(u, s, *r)``; where ``u`` is ``None`` the old leaf ``s`` is kept.
+
+    Unlike Optax, which stores ``None`` there, the state's structure never
+    changes, so a jitted step is traced once.
+    """
+    return jax.tree.map(lambda u, s, *r: s if u is None else f(u, s, *r), updates, state, *rest, is_leaf=is_none)
+
+
+def result_dtype(*xs: Any) -> jnp.dtype:
+    """The dtype of an update computed from ``xs``: their promotion, floating.
+
+    This is what Optax's formulas give: a stage's output is promoted with the
+    state it reads (float32 moments of bf16 gradients give float32 updates),
+    and integer gradients become floating, as multiplying them by a Python
+    float does.
+    """
+    dtype = jnp.result_type(*xs)
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        dtype = jnp.result_type(dtype, float)
+    return dtype
+
+
+def cast_to_result(out: jax.Array, *xs: Any) -> jax.Array:
+    return out.astype(result_dtype(*xs))
+
+
+def _where(path) -> str:
+    return jax.tree_util.keystr(path) or "(root)"
+
+
+def check_matches(tree: Any, reference: Any, owner: str, name: str = "updates",
+                  reference_name: str = "optimizer state", *, shapes: bool = True) -> None:
+    """Raises ``ValueError`` when ``tree`` does not fit ``reference`` leaf by leaf.
+
+    The trees must have one structure (``None`` leaves of ``tree`` fit any
+    leaf), and (with ``shapes``) each array leaf the shape of its reference leaf. The message
+    names both structures, or the leaf's path and both shapes. It runs at
+    trace time only (it looks at structure and shapes, not values).
+    """
+    if tree is None:  # no updates at all (as Optax, every stage passes None on)
+        return
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_none)
+    ref_flat, ref_def = jax.tree_util.tree_flatten_with_path(reference, is_leaf=is_none)
+    if treedef != ref_def:
+        raise ValueError(
+            f"{owner}: the {name} tree does not match the {reference_name} tree.\n"
+            f"  {name}: {treedef}\n  {reference_name}: {ref_def}"
+        )
+    for (path, x), (_, r) in zip(flat, ref_flat):
+        if x is None:
+            continue
+        if r is None:
+            raise ValueError(
+                f"{owner}: the {name} leaf {_where(path)} is an array of shape {jnp.shape(x)}, but the "
+                f"{reference_name} has None there."
+            )
+        if shapes and jnp.shape(x) != jnp.shape(r):
+            raise ValueError(
+                f"{owner}: the {name} leaf {_where(path)} has shape {jnp.shape(x)}, but the {reference_name} "
+                f"leaf there has shape {jnp.shape(r)}."
+            )
+
+
+def check_same_structure(tree: Any, other: Any, name: str, other_name: str) -> None:
+    """Raises ``ValueError`` naming both structures when two trees differ (``None`` leaves fit any leaf)."""
+    owner, _, name = name.rpartition(": ")
+    check_matches(tree, other, owner or "adaptix", name, other_name)
+
+
 def check_matches_state(updates: Updates, state_tree: Any, owner: str) -> None:
-    """Raises ``ValueError`` when the updates do not match the state's tree.
+    """Raises ``ValueError`` when the updates do not fit the state's tree (structure, shapes).
 
     This catches the common mistake of updating with gradients of a different
     model (or a differently nested tree) than the one the state was built for.
     """
-    check_same_structure(updates, state_tree, f"{owner}: updates", "optimizer state")
+    check_matches(updates, state_tree, owner)
+
+
+def measured(updates: Updates, chain_input: Updates | None, owner: str = "adaptix") -> Updates:
+    """The gradient a statistic stage measures: ``chain_input`` if given, else its input."""
+    if chain_input is None:
+        return updates
+    check_matches(updates, chain_input, owner, "updates", "chain_input")
+    return chain_input

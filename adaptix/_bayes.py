@@ -32,14 +32,19 @@ from adaptix import _validate as v
 from adaptix._base import (
     Transformation,
     abs_sq,
+    as_stored,
     cast_like,
+    cast_to_result,
     check_matches_state,
+    counted,
+    debias,
+    ema_of_squares,
+    map_state,
+    map_updates,
     measured,
-    power,
-    safe_increment,
-    scalar_dtype,
+    stage,
     tree_real_full_like,
-    zero_count,
+    widened,
 )
 from adaptix._combine import chain
 from adaptix._correction import bias_correction
@@ -89,7 +94,7 @@ def scale_by_posterior_variance(
     r"""Multiplies the input by the posterior variance of AdaBayes's per-parameter Kalman filter.
 
     With :math:`g_t` the gradient of the *mean* minibatch loss entering the chain
-    (``grad``), :math:`B` the batch size, :math:`\eta` = ``learning_rate``,
+    (``chain_input``), :math:`B` the batch size, :math:`\eta` = ``learning_rate``,
     :math:`\alpha` = ``sgd_learning_rate`` and :math:`\sigma^2 = \alpha/B` the
     prior variance, the filter runs in summed-loss units (gradient :math:`B g_t`):
 
@@ -140,9 +145,9 @@ def scale_by_posterior_variance(
     def init(params):
         return ScaleByPosteriorVarianceState(variance=tree_real_full_like(params, sgd_learning_rate))
 
-    def update(updates, state, params=None, *, grad=None, **extra):
+    def update(updates, state, params=None, *, chain_input=None, **extra):
         del params, extra
-        g = measured(updates, grad)
+        g = measured(updates, chain_input, owner)
         check_matches_state(g, state.variance, owner)
 
         def step(x, s):
@@ -150,17 +155,16 @@ def scale_by_posterior_variance(
             prior = decay * s + sgd_learning_rate * (1.0 - decay)
             return 1.0 / (1.0 / prior + batch_size * abs_sq(x))
 
-        variance = jax.tree.map(step, g, state.variance)
-        out = jax.tree.map(lambda u, s: (u * s).astype(u.dtype), updates, variance)
+        variance = map_state(lambda x, s: step(x, widened(s, x)), g, state.variance)
+        out = map_updates(lambda u, s, old: cast_to_result(u * s, u, old), updates, variance, state.variance)
         return out, ScaleByPosteriorVarianceState(cast_like(variance, state.variance))
 
-    return Transformation(init, update)
+    return stage(owner, init, update)
 
 
 class ScaleByPosteriorVarianceFpState(NamedTuple):
-    """Step count and EMA of squared gradients."""
+    """EMA of squared gradients (the step count is the chain's)."""
 
-    count: jax.Array
     nu: Any
 
 
@@ -211,30 +215,28 @@ def scale_by_posterior_variance_fp(
     owner = "scale_by_posterior_variance_fp"
     _check_positive(owner, "learning_rate", learning_rate)
     _check_positive(owner, "sgd_learning_rate", sgd_learning_rate)
-    v.check_decay(owner, "decay", decay)
+    v.check_debiased_decay(owner, "decay", decay)
     v.check_nonnegative(owner, "eps", eps)
     half_precision = 0.5 / sgd_learning_rate  # 1 / (2 alpha)
     inv_eta2 = 1.0 / learning_rate**2
 
     def init(params):
-        return ScaleByPosteriorVarianceFpState(count=zero_count(), nu=tree_real_full_like(params, 0.0))
+        return ScaleByPosteriorVarianceFpState(nu=tree_real_full_like(params, 0.0))
 
-    def update(updates, state, params=None, *, grad=None, **extra):
+    def update(updates, state, params=None, *, chain_step, chain_input=None, **extra):
         del params, extra
-        g = measured(updates, grad)
+        g = measured(updates, chain_input, owner)
         check_matches_state(g, state.nu, owner)
-        nu = jax.tree.map(lambda x, n: (1.0 - decay) * abs_sq(x) + decay * n, g, state.nu)
-        count = safe_increment(state.count)
-        correction = 1.0 - power(decay, count, scalar_dtype(nu))
+        nu = as_stored(map_state(lambda x, n: ema_of_squares(n, x, decay), g, state.nu), state.nu)
 
         def scale_of(n):
-            nu_hat = n / correction.astype(n.dtype)
+            nu_hat = debias(n, decay, chain_step)
             return 1.0 / (half_precision + jnp.sqrt(half_precision**2 + (nu_hat + eps) * inv_eta2))
 
-        out = jax.tree.map(lambda u, n: (u * scale_of(n)).astype(u.dtype), updates, nu)
-        return out, ScaleByPosteriorVarianceFpState(count=count, nu=cast_like(nu, state.nu))
+        out = map_updates(lambda u, n, old: cast_to_result(u * scale_of(n), u, old), updates, nu, state.nu)
+        return out, ScaleByPosteriorVarianceFpState(nu=cast_like(nu, state.nu))
 
-    return Transformation(init, update)
+    return counted(owner, init, update)
 
 
 def _weight_decay(owner, weight_decay, learning_rate, sgd_learning_rate, batch_size):
@@ -292,7 +294,7 @@ def adabayes(
     owner = "adabayes"
     _check_positive(owner, "learning_rate", learning_rate)
     _check_positive(owner, "sgd_learning_rate", sgd_learning_rate)
-    v.check_decay(owner, "b1", b1)
+    v.check_debiased_decay(owner, "b1", b1)
     _check_batch_size(owner, batch_size)
     wd = _weight_decay(owner, weight_decay, learning_rate, sgd_learning_rate, batch_size)
     stages = [
@@ -300,8 +302,7 @@ def adabayes(
         bias_correction(b1),
         scale_by_posterior_variance(learning_rate, sgd_learning_rate, batch_size),
     ]
-    if not (isinstance(wd, (int, float)) and wd == 0):
-        stages.append(add_decayed_weights(wd))
+    stages.append(add_decayed_weights(wd))  # also for a decay of 0: the state's structure never depends on it
     return chain(*stages, scale(-1.0))
 
 
@@ -351,8 +352,8 @@ def adabayes_fp(
     owner = "adabayes_fp"
     _check_positive(owner, "learning_rate", learning_rate)
     _check_positive(owner, "sgd_learning_rate", sgd_learning_rate)
-    v.check_decay(owner, "b1", b1)
-    v.check_decay(owner, "b2", b2)
+    v.check_debiased_decay(owner, "b1", b1)
+    v.check_debiased_decay(owner, "b2", b2)
     v.check_nonnegative(owner, "eps", eps)
     _check_batch_size(owner, batch_size)
     wd = _weight_decay(owner, weight_decay, learning_rate, sgd_learning_rate, batch_size)
@@ -361,6 +362,5 @@ def adabayes_fp(
         bias_correction(b1),
         scale_by_posterior_variance_fp(learning_rate, sgd_learning_rate, b2, eps),
     ]
-    if not (isinstance(wd, (int, float)) and wd == 0):
-        stages.append(add_decayed_weights(wd))
+    stages.append(add_decayed_weights(wd))  # also for a decay of 0: the state's structure never depends on it
     return chain(*stages, scale(-1.0))

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from adaptix import _validate as v
-from adaptix._base import CountState, Transformation, power, safe_increment, scalar_dtype, zero_count
-
-import jax
+from adaptix._base import CountedTransformation, EmptyState, cast_to_result, counted, debias, map_updates
 
 
-def bias_correction(decay: float) -> Transformation:
+def bias_correction(decay: float) -> CountedTransformation:
     r"""Divides the input by :math:`1 - \beta^t`, the weight an EMA started at 0 has gathered.
 
     .. math::
@@ -18,7 +16,8 @@ def bias_correction(decay: float) -> Transformation:
     Placed after ``trace(b1, ema=True)`` it turns the EMA into Adam's
     :math:`\hat m_t`; since second-moment stages are linear in their input it may
     stand anywhere after the trace. :math:`\beta^t` is computed in float32 or
-    wider, and the step counter saturates instead of overflowing.
+    wider. The step :math:`t` is the chain's (one counter per optimizer); used
+    alone, the stage counts itself, saturating instead of overflowing.
 
     Args:
       decay: the :math:`\beta` of the EMA being corrected, in ``[0, 1)``.
@@ -32,17 +31,15 @@ def bias_correction(decay: float) -> Transformation:
     References:
       Kingma & Ba, 2015, Adam, section 3, https://arxiv.org/abs/1412.6980
     """
-    v.check_decay("bias_correction", "decay", decay)
+    v.check_debiased_decay("bias_correction", "decay", decay)
 
     def init(params):
         del params
-        return CountState(count=zero_count())
+        return EmptyState()
 
-    def update(updates, state, params=None, **extra):
+    def update(updates, state, params=None, *, chain_step, **extra):
         del params, extra
-        count = safe_increment(state.count)
-        correction = 1.0 - power(decay, count, scalar_dtype(updates))
-        out = jax.tree.map(lambda u: (u / correction).astype(u.dtype), updates)
-        return out, CountState(count=count)
+        out = map_updates(lambda u: debias(cast_to_result(u, u), decay, chain_step), updates)
+        return out, state
 
-    return Transformation(init, update)
+    return counted("bias_correction", init, update)

@@ -11,11 +11,17 @@ from adaptix import _validate as v
 from adaptix._base import (
     Transformation,
     abs_sq,
+    as_stored,
     cast_like,
+    cast_to_result,
     check_matches_state,
+    map_state,
+    map_updates,
     measured,
+    stage,
     tree_real_full_like,
     tree_zeros_like,
+    widened,
 )
 
 
@@ -25,7 +31,7 @@ class ScaleByUpdateRmsState(NamedTuple):
     e_x: Any
 
 
-def scale_by_update_rms(rho: float = 0.9, eps: float = 1e-6) -> Transformation:
+def scale_by_update_rms(rho: float = 0.9, eps: float = 1e-6, *, accumulator_dtype: Any = None) -> Transformation:
     r"""Multiplies the input by the RMS of this stage's own past outputs (AdaDelta's numerator).
 
     .. math::
@@ -39,9 +45,11 @@ def scale_by_update_rms(rho: float = 0.9, eps: float = 1e-6) -> Transformation:
     scale_by_update_rms(rho, eps), scale_by_learning_rate(1.0))``.
 
     Args:
-      rho: :math:`\rho \in [0, 1)`.
+      rho: :math:`\rho \in [0, 1]`.
       eps: ``>= 0``; it also sets the size of the first steps,
         :math:`\sqrt{\epsilon}` times the normalised gradient.
+      accumulator_dtype: dtype of the stored :math:`E[\Delta^2]` (``None``:
+        the parameters' real dtype).
 
     Example:
       >>> import jax.numpy as jnp, adaptix
@@ -57,17 +65,20 @@ def scale_by_update_rms(rho: float = 0.9, eps: float = 1e-6) -> Transformation:
     v.check_decay(owner, "rho", rho)
     v.check_nonnegative(owner, "eps", eps)
 
+    v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
+
     def init(params):
-        return ScaleByUpdateRmsState(e_x=tree_real_full_like(params, 0.0))
+        return ScaleByUpdateRmsState(e_x=tree_real_full_like(params, 0.0, accumulator_dtype))
 
     def update(updates, state, params=None, **extra):
         del params, extra
         check_matches_state(updates, state.e_x, owner)
-        out = jax.tree.map(lambda u, e: (u * jnp.sqrt(e + eps)).astype(u.dtype), updates, state.e_x)
-        e_x = jax.tree.map(lambda d, e: (1.0 - rho) * abs_sq(d) + rho * e, out, state.e_x)
+        out = map_updates(lambda u, e: cast_to_result(u * jnp.sqrt(widened(e, u) + eps), u, e), updates, state.e_x)
+        e_x = as_stored(map_state(lambda d, e: (1.0 - rho) * abs_sq(d) + rho * widened(e, d), out, state.e_x),
+                        state.e_x)
         return out, ScaleByUpdateRmsState(e_x=cast_like(e_x, state.e_x))
 
-    return Transformation(init, update)
+    return stage(owner, init, update)
 
 
 class ScaleByRpropState(NamedTuple):
@@ -96,7 +107,7 @@ def scale_by_rprop(
         \text{out}_t = \operatorname{sign}(u_t)\, \Delta_t \ \ (0 \text{ where } s<0), \qquad
         g_t \leftarrow 0 \text{ where } s<0 \ \text{(stored as the previous gradient)}.
 
-    The sign agreement is measured on ``grad``; the output takes the sign of
+    The sign agreement is measured on ``chain_input``; the output takes the sign of
     the input. Follow with ``scale(-1.0)`` to descend (the learning rate is the
     initial step size and lives in the state).
 
@@ -146,26 +157,22 @@ def scale_by_rprop(
             prev_grad=tree_zeros_like(params),
         )
 
-    def update(updates, state, params=None, *, grad=None, **extra):
+    def update(updates, state, params=None, *, chain_input=None, **extra):
         del params, extra
-        g = measured(updates, grad)
+        g = measured(updates, chain_input, owner)
         check_matches_state(g, state.prev_grad, owner)
-        agreement = jax.tree.map(lambda x, p: jnp.sign(x * p), g, state.prev_grad)
-        factors = jax.tree.map(
-            lambda s: jnp.where(s > 0, eta_plus, jnp.where(s < 0, eta_minus, 1.0)), agreement
-        )
-        step_sizes = jax.tree.map(
-            lambda d, f: jnp.clip(d * f, min_step_size, max_step_size), state.step_sizes, factors
-        )
-        out = jax.tree.map(
-            lambda u, s, d: jnp.where(s < 0, 0.0, jnp.sign(u) * d).astype(u.dtype),
+        agreement = map_updates(lambda x, p: jnp.sign(x * p), g, state.prev_grad)
+        factors = map_updates(lambda s: jnp.where(s > 0, eta_plus, jnp.where(s < 0, eta_minus, 1.0)), agreement)
+        step_sizes = map_state(lambda f, d: jnp.clip(d * f, min_step_size, max_step_size), factors, state.step_sizes)
+        out = map_updates(
+            lambda u, s, d: cast_to_result(jnp.where(s < 0, 0.0, jnp.sign(u) * d), u, d),
             updates, agreement, step_sizes,
         )
-        prev_grad = jax.tree.map(lambda x, s: jnp.where(s < 0, 0.0, x), g, agreement)
+        prev_grad = map_state(lambda x, p, s: jnp.where(s < 0, 0.0, x), g, state.prev_grad, agreement)
         new_state = ScaleByRpropState(
             step_sizes=cast_like(step_sizes, state.step_sizes),
             prev_grad=cast_like(prev_grad, state.prev_grad),
         )
         return out, new_state
 
-    return Transformation(init, update)
+    return stage(owner, init, update)

@@ -18,18 +18,20 @@ import numpy as np
 
 from adaptix import _validate as v
 from adaptix._base import (
-    Transformation,
+    CountedTransformation,
     abs_sq,
     cast_like,
+    check_matches,
     check_matches_state,
+    counted,
+    ema_of,
+    ema_of_squares,
     measured,
     power,
     real_dtype_of,
-    safe_increment,
     scalar_dtype,
     tree_real_full_like,
     tree_zeros_like,
-    zero_count,
 )
 
 #: The summaries always recorded (see :func:`diagnostics`).
@@ -52,8 +54,9 @@ class DiagnosticsState(NamedTuple):
     """State of :func:`diagnostics`.
 
     Attributes:
-      count: the saturating step counter (int32).
-      mu, nu: the stage's own EMAs of ``grad`` and ``|grad|**2`` (``None`` with ``snr=False``).
+      snr_mu, snr_nu: the stage's own EMAs of the chain's input and of its
+        square on the sampled coordinates (``None`` with ``snr=False``). The
+        step count is the chain's (``summary["step"]`` records it).
       summary: a dict of float scalars, the latest step's summaries (names in
         ``BASE_NAMES`` and, with ``snr=True``, ``SNR_NAMES``).
       snr, effective_lr: full per-coordinate trees with ``keep_full=True``, else ``None``.
@@ -62,9 +65,8 @@ class DiagnosticsState(NamedTuple):
         rows NaN); else ``None``.
     """
 
-    count: jax.Array
-    mu: Any
-    nu: Any
+    snr_mu: Any
+    snr_nu: Any
     summary: dict
     snr: Any
     effective_lr: Any
@@ -152,12 +154,12 @@ def diagnostics(
     history: int = 0,
     every: int = 1,
     sample: int | None = 65536,
-) -> Transformation:
+) -> CountedTransformation:
     r"""A pass-through stage that records per-step summaries of Adam's quantities in its state.
 
     The updates come out unchanged (the same arrays, bit for bit), so the stage
     may stand anywhere in a chain. With :math:`g_t` the gradient entering the
-    chain (``grad``; the stage's input when used alone) and :math:`u_t` the
+    chain (``chain_input``; the stage's input when used alone) and :math:`u_t` the
     stage's input, it keeps its own EMAs and records
 
     .. math::
@@ -207,7 +209,7 @@ def diagnostics(
     noisy. ``sample=None`` tracks every coordinate.
 
     Args:
-      b1: decay of the EMA of ``grad``, in ``[0, 1)``.
+      b1: decay of the EMA of ``chain_input``, in ``[0, 1)``.
       b2: decay of the EMA of ``|grad|**2``, in ``[0, 1)``.
       eps: added to :math:`\sqrt{\hat v}` in the SNR, ``>= 0``.
       snr: keep the two EMAs and record the SNR summaries and the bias-correction
@@ -246,8 +248,8 @@ def diagnostics(
       (bias correction), https://arxiv.org/abs/1412.6980
     """
     owner = "diagnostics"
-    v.check_decay(owner, "b1", b1)
-    v.check_decay(owner, "b2", b2)
+    v.check_debiased_decay(owner, "b1", b1)
+    v.check_debiased_decay(owner, "b2", b2)
     v.check_nonnegative(owner, "eps", eps)
     v.check_bool(owner, "snr", snr)
     v.check_nonnegative(owner, "snr_threshold", snr_threshold)
@@ -278,9 +280,8 @@ def diagnostics(
         dtype = scalar_dtype(params)
         summary = {name: jnp.zeros([], dtype) for name in names}
         return DiagnosticsState(
-            count=zero_count(),
-            mu=sampled_zeros(params, real=False) if snr else None,
-            nu=sampled_zeros(params, real=True) if snr else None,
+            snr_mu=sampled_zeros(params, real=False) if snr else None,
+            snr_nu=sampled_zeros(params, real=True) if snr else None,
             summary=summary,
             snr=tree_zeros_like(params) if (snr and keep_full) else None,
             effective_lr=tree_real_full_like(params, 0.0) if keep_full else None,
@@ -340,21 +341,21 @@ def diagnostics(
         eff_tree = jax.tree.unflatten(jax.tree.structure(g), eff) if keep_full else None
         return summary, snr_tree, eff_tree, hist
 
-    def update(updates, state, params=None, *, grad=None, **extra):
+    def update(updates, state, params=None, *, chain_step, chain_input=None, **extra):
         del params, extra
-        g = measured(updates, grad)
-        if state.nu is not None:
-            check_matches_state(g, state.nu, owner)
+        g = measured(updates, chain_input, owner)
+        if state.snr_nu is not None:
+            check_matches(g, state.snr_nu, owner, shapes=False)
         elif state.effective_lr is not None:
             check_matches_state(g, state.effective_lr, owner)
-        count = safe_increment(state.count)
+        count = chain_step
         mu = nu = None
         if snr:
             stride = _stride(g, tracked)
             g_picked = jax.tree.map(lambda x: _pick(x, stride), g)
-            mu = jax.tree.map(lambda x, m: (1.0 - b1) * x + b1 * m, g_picked, state.mu)
-            nu = jax.tree.map(lambda x, s: (1.0 - b2) * abs_sq(x) + b2 * s, g_picked, state.nu)
-            mu, nu = cast_like(mu, state.mu), cast_like(nu, state.nu)
+            mu = jax.tree.map(lambda x, m: ema_of(m, x, b1), g_picked, state.snr_mu)
+            nu = jax.tree.map(lambda x, s: ema_of_squares(s, x, b2), g_picked, state.snr_nu)
+            mu, nu = cast_like(mu, state.snr_mu), cast_like(nu, state.snr_nu)
         hist = state.history if history else jnp.zeros([], state.summary["step"].dtype)  # carries the dtype
 
         def record(operands):
@@ -371,9 +372,8 @@ def diagnostics(
         else:
             summary, snr_full, eff_full, hist = jax.lax.cond((count - 1) % every == 0, record, skip, operands)
         new_state = DiagnosticsState(
-            count=count,
-            mu=mu,
-            nu=nu,
+            snr_mu=mu,
+            snr_nu=nu,
             summary=summary,
             snr=snr_full,
             effective_lr=eff_full,
@@ -381,7 +381,7 @@ def diagnostics(
         )
         return updates, new_state
 
-    return Transformation(init, update)
+    return counted(owner, init, update)
 
 
 def _to_array(x: Any) -> Any:
@@ -398,7 +398,9 @@ def _find(opt_state: Any) -> list[tuple[str, DiagnosticsState]]:
     flat, _ = jax.tree_util.tree_flatten_with_path(opt_state, is_leaf=lambda x: isinstance(x, DiagnosticsState))
     for path, leaf in flat:
         if isinstance(leaf, DiagnosticsState):
-            found.append((jax.tree_util.keystr(path), leaf))
+            # the chain's step counter wraps the stages' states: leave its field out of the name
+            name = jax.tree_util.keystr(tuple(k for k in path if getattr(k, "name", None) != "inner_state"))
+            found.append((name, leaf))
     if not found:
         raise ValueError(
             "read_diagnostics: no DiagnosticsState in this optimizer state; put adaptix.diagnostics() "

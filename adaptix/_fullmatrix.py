@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from adaptix import _validate as v
-from adaptix._base import ScalarOrSchedule, Transformation, cast_like, check_matches_state, measured
+from adaptix._base import ScalarOrSchedule, Transformation, cast_like, cast_to_result, check_matches, measured, stage
 from adaptix._combine import chain
 from adaptix._scale import scale_by_learning_rate
 
@@ -40,12 +40,14 @@ def _check_max_size(owner: str, value: Any) -> None:
 def _inverse_root(eigenvalues: jax.Array, eps: float, eps_in_sqrt: bool) -> jax.Array:
     """``f(lambda)`` with ``f = (lambda + eps)^-1/2`` or ``1/(sqrt(lambda) + eps)``; a pseudo-inverse at eps = 0."""
     lam = jnp.maximum(eigenvalues, 0.0)  # rounding can make a PSD matrix's eigenvalues slightly negative
-    if eps > 0:
-        return jax.lax.rsqrt(lam + eps) if eps_in_sqrt else 1.0 / (jnp.sqrt(lam) + eps)
+    with_eps = jax.lax.rsqrt(lam + eps) if eps_in_sqrt else 1.0 / (jnp.sqrt(lam) + eps)
     n = eigenvalues.shape[-1]
     cutoff = n * jnp.finfo(lam.dtype).eps * jnp.max(lam)
     keep = lam > cutoff
-    return jnp.where(keep, jax.lax.rsqrt(jnp.where(keep, lam, 1.0)), 0.0)
+    pseudo_inverse = jnp.where(keep, jax.lax.rsqrt(jnp.where(keep, lam, 1.0)), 0.0)
+    if isinstance(eps, (int, float)):  # a concrete number: build only the branch it takes
+        return with_eps if eps > 0 else pseudo_inverse
+    return jnp.where(jnp.asarray(eps) > 0, with_eps, pseudo_inverse)  # traced (or array) eps
 
 
 def scale_by_full_matrix_rss(
@@ -56,7 +58,7 @@ def scale_by_full_matrix_rss(
     r"""Multiplies each leaf (flattened) by :math:`G_t^{-1/2}`, with :math:`G_t` the sum of gradient outer products.
 
     For each leaf, with :math:`g_t` the flattened gradient entering the chain
-    (``grad``; the stage's input when used alone) and :math:`u_t` the stage's
+    (``chain_input``; the stage's input when used alone) and :math:`u_t` the stage's
     flattened input,
 
     .. math::
@@ -137,12 +139,12 @@ def scale_by_full_matrix_rss(
         scale = _inverse_root(lam, eps, eps_in_sqrt).astype(total.dtype)
         uv = jnp.ravel(u).astype(total.dtype)
         out = q @ (scale * (jnp.conj(q.T) @ uv))
-        return jnp.reshape(out, jnp.shape(u)).astype(jnp.result_type(u)), total
+        return cast_to_result(jnp.reshape(out, jnp.shape(u)), u, total), total
 
-    def update(updates, state, params=None, *, grad=None, **extra):
+    def update(updates, state, params=None, *, chain_input=None, **extra):
         del params, extra
-        g = measured(updates, grad)
-        check_matches_state(g, state.sum_of_outer_products, owner)
+        g = measured(updates, chain_input, owner)
+        check_matches(g, state.sum_of_outer_products, owner, shapes=False)
         treedef = jax.tree.structure(g)
         mats = jax.tree.leaves(state.sum_of_outer_products)
         results = [one_leaf(u, x, m) for u, x, m in zip(jax.tree.leaves(updates), jax.tree.leaves(g), mats)]
@@ -150,7 +152,7 @@ def scale_by_full_matrix_rss(
         new = jax.tree.unflatten(treedef, [r[1] for r in results])
         return out, ScaleByFullMatrixRssState(cast_like(new, state.sum_of_outer_products))
 
-    return Transformation(init, update)
+    return stage(owner, init, update)
 
 
 def full_matrix_adagrad(

@@ -18,18 +18,24 @@ import numpy as np
 from adaptix import _validate as v
 from adaptix._base import (
     Transformation,
-    as_stored,
     abs_sq,
+    as_stored,
     cast_like,
+    cast_to_result,
     check_matches_state,
+    counted,
+    debias,
+    ema_of,
+    ema_of_squares,
+    map_state,
+    map_updates,
     measured,
     power,
-    safe_increment,
     scalar_dtype,
+    stage,
     tree_real_full_like,
     tree_zeros_like,
     widened,
-    zero_count,
 )
 
 
@@ -76,15 +82,21 @@ def _inverse_rms(nu_hat, eps, eps_root, eps_in_sqrt):
     return jnp.where(jnp.isposinf(inverse), jnp.zeros_like(inverse), inverse)
 
 
-def _rescale(updates, scales):
-    """``updates * scales`` leaf by leaf, keeping the updates' dtypes."""
-    return jax.tree.map(lambda u, s: (u * s).astype(u.dtype), updates, scales)
+def _rescale(updates, scales, state_tree):
+    """``updates * scales`` leaf by leaf, in the dtype of the input promoted with the state's."""
+    return map_updates(lambda u, s, m: cast_to_result(u * s, u, m), updates, scales, state_tree)
+
+
+def _counted_if(needs_step: bool, owner: str, init, update) -> Transformation:
+    """A stage that reads the chain's step only when it needs it (bias correction)."""
+    if needs_step:
+        return counted(owner, init, update)
+    return stage(owner, init, lambda u, s, p=None, **extra: update(u, s, p, chain_step=None, **extra))
 
 
 class ScaleByRmsState(NamedTuple):
-    """Step count and EMA of squared gradients."""
+    """EMA of squared gradients (``nu``; the step count, when debiased, is the chain's)."""
 
-    count: jax.Array
     nu: Any
 
 
@@ -116,7 +128,7 @@ def scale_by_rms(
     bias_correction(b1), lr)``.
 
     Args:
-      decay: :math:`\beta \in [0, 1)`.
+      decay: :math:`\beta`, in ``[0, 1]`` (``[0, 1)`` with ``bias_correction``).
       eps: added inside or outside the square root, ``>= 0``.
       initial_scale: initial value of :math:`v`, ``>= 0`` (TensorFlow uses 1.0).
       eps_in_sqrt: ``True`` (Optax's RMSProp default) puts eps inside the root;
@@ -146,38 +158,32 @@ def scale_by_rms(
       Learning, https://www.cs.toronto.edu/~tijmen/csc321/slides/lecture_slides_lec6.pdf
     """
     owner = "scale_by_rms"
-    v.check_decay(owner, "decay", decay)
+    v.check_bool(owner, "bias_correction", bias_correction)
+    (v.check_debiased_decay if bias_correction else v.check_decay)(owner, "decay", decay)
     v.check_nonnegative(owner, "eps", eps)
     v.check_nonnegative(owner, "initial_scale", initial_scale)
     v.check_bool(owner, "eps_in_sqrt", eps_in_sqrt)
-    v.check_bool(owner, "bias_correction", bias_correction)
     v.check_nonnegative(owner, "eps_root", eps_root)
     v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
 
     def init(params):
-        return ScaleByRmsState(count=zero_count(), nu=tree_real_full_like(params, initial_scale, accumulator_dtype))
+        return ScaleByRmsState(nu=tree_real_full_like(params, initial_scale, accumulator_dtype))
 
-    def update(updates, state, params=None, *, grad=None, **extra):
+    def update(updates, state, params=None, *, chain_step, chain_input=None, **extra):
         del params, extra
-        g = measured(updates, grad)
+        g = measured(updates, chain_input, owner)
         check_matches_state(g, state.nu, owner)
-        nu = jax.tree.map(lambda x, n: (1.0 - decay) * abs_sq(x) + decay * widened(n, x), g, state.nu)
-        nu = as_stored(nu, state.nu)
-        count = safe_increment(state.count)
-        nu_hat = nu
-        if bias_correction:
-            correction = 1.0 - power(decay, count, scalar_dtype(nu))
-            nu_hat = jax.tree.map(lambda n: n / correction.astype(n.dtype), nu)
-        scales = jax.tree.map(lambda n: _inverse_rms(n, eps, eps_root, eps_in_sqrt), nu_hat)
-        return _rescale(updates, scales), ScaleByRmsState(count=count, nu=cast_like(nu, state.nu))
+        nu = as_stored(map_state(lambda x, n: ema_of_squares(n, x, decay), g, state.nu), state.nu)
+        nu_hat = map_updates(lambda n: debias(n, decay, chain_step), nu) if bias_correction else nu
+        scales = map_updates(lambda n: _inverse_rms(n, eps, eps_root, eps_in_sqrt), nu_hat)
+        return _rescale(updates, scales, state.nu), ScaleByRmsState(nu=cast_like(nu, state.nu))
 
-    return Transformation(init, update)
+    return _counted_if(bias_correction, owner, init, update)
 
 
 class ScaleByStddevState(NamedTuple):
-    """Step count, EMA of gradients and EMA of squared gradients."""
+    """EMA of gradients and EMA of squared gradients (as Optax's ``ScaleByRStdDevState``)."""
 
-    count: jax.Array
     mu: Any
     nu: Any
 
@@ -188,6 +194,8 @@ def scale_by_stddev(
     initial_scale: float = 0.0,
     eps_in_sqrt: bool = True,
     bias_correction: bool = False,
+    *,
+    accumulator_dtype: Any = None,
 ) -> Transformation:
     r"""Divides the input by the gradient's standard deviation (centered RMSProp).
 
@@ -204,11 +212,12 @@ def scale_by_stddev(
     noise (a constant gradient) gives huge steps: keep ``eps > 0``.
 
     Args:
-      decay: :math:`\beta \in [0, 1)`.
+      decay: :math:`\beta`, in ``[0, 1]`` (``[0, 1)`` with ``bias_correction``).
       eps: added inside or outside the square root, ``>= 0``.
       initial_scale: initial value of :math:`v`, ``>= 0``.
       eps_in_sqrt: eps inside (Optax default) or outside (PyTorch) the root.
       bias_correction: debias both moments by :math:`1-\beta^t`.
+      accumulator_dtype: dtype of the stored moments (``None``: the parameters').
 
     Example:
       >>> import jax.numpy as jnp, adaptix
@@ -225,37 +234,35 @@ def scale_by_stddev(
       https://arxiv.org/abs/1308.0850
     """
     owner = "scale_by_stddev"
-    v.check_decay(owner, "decay", decay)
+    v.check_bool(owner, "bias_correction", bias_correction)
+    (v.check_debiased_decay if bias_correction else v.check_decay)(owner, "decay", decay)
     v.check_nonnegative(owner, "eps", eps)
     v.check_nonnegative(owner, "initial_scale", initial_scale)
     v.check_bool(owner, "eps_in_sqrt", eps_in_sqrt)
-    v.check_bool(owner, "bias_correction", bias_correction)
+    v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
 
     def init(params):
         return ScaleByStddevState(
-            count=zero_count(),
-            mu=tree_zeros_like(params),
-            nu=tree_real_full_like(params, initial_scale),
+            mu=tree_zeros_like(params, accumulator_dtype),
+            nu=tree_real_full_like(params, initial_scale, accumulator_dtype),
         )
 
-    def update(updates, state, params=None, *, grad=None, **extra):
+    def update(updates, state, params=None, *, chain_step, chain_input=None, **extra):
         del params, extra
-        g = measured(updates, grad)
+        g = measured(updates, chain_input, owner)
         check_matches_state(g, state.nu, owner)
-        mu = jax.tree.map(lambda x, m: (1.0 - decay) * x + decay * m, g, state.mu)
-        nu = jax.tree.map(lambda x, n: (1.0 - decay) * abs_sq(x) + decay * n, g, state.nu)
-        count = safe_increment(state.count)
+        mu = as_stored(map_state(lambda x, m: ema_of(m, x, decay), g, state.mu), state.mu)
+        nu = as_stored(map_state(lambda x, n: ema_of_squares(n, x, decay), g, state.nu), state.nu)
         mu_hat, nu_hat = mu, nu
         if bias_correction:
-            correction = 1.0 - power(decay, count, scalar_dtype(nu))
-            mu_hat = jax.tree.map(lambda m: m / correction.astype(m.dtype), mu)
-            nu_hat = jax.tree.map(lambda n: n / correction.astype(n.dtype), nu)
-        variance = jax.tree.map(lambda m, n: jnp.maximum(n - abs_sq(m), 0.0), mu_hat, nu_hat)
-        scales = jax.tree.map(lambda s: _inverse_rms(s, eps, 0.0, eps_in_sqrt), variance)
-        new_state = ScaleByStddevState(count=count, mu=cast_like(mu, state.mu), nu=cast_like(nu, state.nu))
-        return _rescale(updates, scales), new_state
+            mu_hat = map_updates(lambda m: debias(m, decay, chain_step), mu)
+            nu_hat = map_updates(lambda n: debias(n, decay, chain_step), nu)
+        variance = map_updates(lambda m, n: jnp.maximum(n - abs_sq(m), 0.0), mu_hat, nu_hat)
+        scales = map_updates(lambda s: _inverse_rms(s, eps, 0.0, eps_in_sqrt), variance)
+        new_state = ScaleByStddevState(mu=cast_like(mu, state.mu), nu=cast_like(nu, state.nu))
+        return _rescale(updates, scales, state.nu), new_state
 
-    return Transformation(init, update)
+    return _counted_if(bias_correction, owner, init, update)
 
 
 class ScaleByRssState(NamedTuple):
@@ -268,6 +275,8 @@ def scale_by_rss(
     initial_accumulator_value: float = 0.1,
     eps: float = 1e-7,
     eps_in_sqrt: bool = True,
+    *,
+    accumulator_dtype: Any = None,
 ) -> Transformation:
     r"""Divides the input by the root of the sum of squared gradients (AdaGrad).
 
@@ -284,6 +293,7 @@ def scale_by_rss(
       initial_accumulator_value: :math:`s_0 \ge 0` (Optax 0.1, PyTorch 0).
       eps: ``>= 0`` (Optax 1e-7 inside the root, PyTorch 1e-10 outside).
       eps_in_sqrt: eps inside (Optax) or outside (PyTorch) the root.
+      accumulator_dtype: dtype of the stored sum (``None``: the parameters' real dtype).
 
     Example:
       >>> import jax.numpy as jnp, adaptix
@@ -298,27 +308,27 @@ def scale_by_rss(
     v.check_nonnegative(owner, "initial_accumulator_value", initial_accumulator_value)
     v.check_nonnegative(owner, "eps", eps)
     v.check_bool(owner, "eps_in_sqrt", eps_in_sqrt)
+    v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
 
     def init(params):
-        return ScaleByRssState(sum_of_squares=tree_real_full_like(params, initial_accumulator_value))
+        return ScaleByRssState(
+            sum_of_squares=tree_real_full_like(params, initial_accumulator_value, accumulator_dtype))
 
-    def update(updates, state, params=None, *, grad=None, **extra):
+    def update(updates, state, params=None, *, chain_input=None, **extra):
         del params, extra
-        g = measured(updates, grad)
-        check_matches_state(g, state.sum_of_squares, owner)
-        sums = jax.tree.map(lambda x, s: abs_sq(x) + s, g, state.sum_of_squares)
-        scales = jax.tree.map(
-            lambda s: jnp.where(s > 0, _inverse_rms(s, eps, 0.0, eps_in_sqrt), 0.0), sums
-        )
-        return _rescale(updates, scales), ScaleByRssState(cast_like(sums, state.sum_of_squares))
+        g = measured(updates, chain_input, owner)
+        old = state.sum_of_squares
+        check_matches_state(g, old, owner)
+        sums = as_stored(map_state(lambda x, s: abs_sq(x) + widened(s, x), g, old), old)
+        scales = map_updates(lambda s: jnp.where(s > 0, _inverse_rms(s, eps, 0.0, eps_in_sqrt), 0.0), sums)
+        return _rescale(updates, scales, old), ScaleByRssState(cast_like(sums, old))
 
-    return Transformation(init, update)
+    return stage(owner, init, update)
 
 
 class ScaleByMaxRmsState(NamedTuple):
-    """Step count, EMA of squared gradients and its running maximum."""
+    """EMA of squared gradients and its running maximum (Optax's ``nu`` and ``nu_max``)."""
 
-    count: jax.Array
     nu: Any
     nu_max: Any
 
@@ -329,6 +339,8 @@ def scale_by_max_rms(
     eps_root: float = 0.0,
     debias_before_max: bool = True,
     bias_correction: bool = True,
+    *,
+    accumulator_dtype: Any = None,
 ) -> Transformation:
     r"""Divides the input by the running maximum of the second moment (AMSGrad).
 
@@ -354,6 +366,8 @@ def scale_by_max_rms(
         after).
       bias_correction: ``False`` takes the maximum of the raw moment and never
         debiases it (Optax's ``bias_correction_nu=False``).
+      accumulator_dtype: dtype of the stored moment and maximum (``None``: the
+        parameters' real dtype).
 
     Example:
       >>> import jax.numpy as jnp, adaptix
@@ -373,40 +387,35 @@ def scale_by_max_rms(
       https://openreview.net/forum?id=ryQu7f-RZ
     """
     owner = "scale_by_max_rms"
-    v.check_decay(owner, "decay", decay)
+    v.check_bool(owner, "bias_correction", bias_correction)
+    (v.check_debiased_decay if bias_correction else v.check_decay)(owner, "decay", decay)
     v.check_nonnegative(owner, "eps", eps)
     v.check_nonnegative(owner, "eps_root", eps_root)
     v.check_bool(owner, "debias_before_max", debias_before_max)
-    v.check_bool(owner, "bias_correction", bias_correction)
+    v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
 
     def init(params):
-        zeros = tree_real_full_like(params, 0.0)
-        return ScaleByMaxRmsState(count=zero_count(), nu=zeros, nu_max=zeros)
+        return ScaleByMaxRmsState(nu=tree_real_full_like(params, 0.0, accumulator_dtype),
+                                  nu_max=tree_real_full_like(params, 0.0, accumulator_dtype))
 
-    def update(updates, state, params=None, *, grad=None, **extra):
+    def update(updates, state, params=None, *, chain_step, chain_input=None, **extra):
         del params, extra
-        g = measured(updates, grad)
+        g = measured(updates, chain_input, owner)
         check_matches_state(g, state.nu, owner)
-        nu = jax.tree.map(lambda x, n: (1.0 - decay) * abs_sq(x) + decay * n, g, state.nu)
-        count = safe_increment(state.count)
-        correction = 1.0 - power(decay, count, scalar_dtype(nu))
-        debias = lambda n: n / correction.astype(n.dtype)
-        if not bias_correction:
-            nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu)
-            nu_hat = nu_max
-        elif debias_before_max:
-            nu_max = jax.tree.map(lambda m, n: jnp.maximum(m, debias(n)), state.nu_max, nu)
+        nu = as_stored(map_state(lambda x, n: ema_of_squares(n, x, decay), g, state.nu), state.nu)
+        unbias = (lambda n: debias(n, decay, chain_step)) if bias_correction else (lambda n: n)
+        if debias_before_max:
+            nu_max = map_state(lambda x, m, n: jnp.maximum(m, unbias(n)), g, state.nu_max, nu)
             nu_hat = nu_max
         else:
-            nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu)
-            nu_hat = jax.tree.map(debias, nu_max)
-        scales = jax.tree.map(lambda n: _inverse_rms(n, eps, eps_root, False), nu_hat)
-        new_state = ScaleByMaxRmsState(
-            count=count, nu=cast_like(nu, state.nu), nu_max=cast_like(nu_max, state.nu_max)
-        )
-        return _rescale(updates, scales), new_state
+            nu_max = map_state(lambda x, m, n: jnp.maximum(m, n), g, state.nu_max, nu)
+            nu_hat = map_updates(unbias, nu_max)
+        nu_max = as_stored(nu_max, state.nu_max)
+        scales = map_updates(lambda n: _inverse_rms(n, eps, eps_root, False), nu_hat)
+        new_state = ScaleByMaxRmsState(nu=cast_like(nu, state.nu), nu_max=cast_like(nu_max, state.nu_max))
+        return _rescale(updates, scales, state.nu), new_state
 
-    return Transformation(init, update)
+    return _counted_if(bias_correction, owner, init, update)
 
 
 class ScaleByInfNormState(NamedTuple):
@@ -415,7 +424,7 @@ class ScaleByInfNormState(NamedTuple):
     nu: Any
 
 
-def scale_by_inf_norm(decay: float = 0.999, eps: float = 1e-8) -> Transformation:
+def scale_by_inf_norm(decay: float = 0.999, eps: float = 1e-8, *, accumulator_dtype: Any = None) -> Transformation:
     r"""Divides the input by an exponentially weighted infinity norm (Adamax).
 
     .. math::
@@ -428,8 +437,9 @@ def scale_by_inf_norm(decay: float = 0.999, eps: float = 1e-8) -> Transformation
     no bias correction.
 
     Args:
-      decay: :math:`\beta_2 \in [0, 1)`.
+      decay: :math:`\beta_2 \in [0, 1]` (1: the running maximum of :math:`|g|`).
       eps: added to :math:`|g_t|`, ``>= 0``.
+      accumulator_dtype: dtype of the stored norm (``None``: the parameters' real dtype).
 
     Example:
       >>> import jax.numpy as jnp, adaptix
@@ -447,19 +457,21 @@ def scale_by_inf_norm(decay: float = 0.999, eps: float = 1e-8) -> Transformation
     owner = "scale_by_inf_norm"
     v.check_decay(owner, "decay", decay)
     v.check_nonnegative(owner, "eps", eps)
+    v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
 
     def init(params):
-        return ScaleByInfNormState(nu=tree_real_full_like(params, 0.0))
+        return ScaleByInfNormState(nu=tree_real_full_like(params, 0.0, accumulator_dtype))
 
-    def update(updates, state, params=None, *, grad=None, **extra):
+    def update(updates, state, params=None, *, chain_input=None, **extra):
         del params, extra
-        g = measured(updates, grad)
+        g = measured(updates, chain_input, owner)
         check_matches_state(g, state.nu, owner)
-        nu = jax.tree.map(lambda x, n: jnp.maximum(jnp.abs(x) + eps, decay * n), g, state.nu)
-        scales = jax.tree.map(lambda n: jnp.where(n > 0, 1.0 / jnp.where(n > 0, n, 1.0), 0.0), nu)
-        return _rescale(updates, scales), ScaleByInfNormState(nu=cast_like(nu, state.nu))
+        nu = as_stored(map_state(lambda x, n: jnp.maximum(jnp.abs(x) + eps, decay * widened(n, x)), g, state.nu),
+                       state.nu)
+        scales = map_updates(lambda n: jnp.where(n > 0, 1.0 / jnp.where(n > 0, n, 1.0), 0.0), nu)
+        return _rescale(updates, scales, state.nu), ScaleByInfNormState(nu=cast_like(nu, state.nu))
 
-    return Transformation(init, update)
+    return stage(owner, init, update)
 
 
 def scale_by_rectified_rms(
@@ -467,6 +479,8 @@ def scale_by_rectified_rms(
     eps: float = 1e-8,
     eps_root: float = 0.0,
     threshold: float = 5.0,
+    *,
+    accumulator_dtype: Any = None,
 ) -> Transformation:
     r"""RAdam's rectified second-moment rescaling.
 
@@ -492,6 +506,8 @@ def scale_by_rectified_rms(
       eps_root: inside the square root, ``>= 0``.
       threshold: the :math:`\rho_t` from which the adaptive step is used
         (Optax 5, with ``>=``; PyTorch uses ``> 5``).
+      accumulator_dtype: dtype of the stored second moment (``None``: the
+        parameters' real dtype).
 
     Example:
       >>> import jax.numpy as jnp, adaptix
@@ -509,28 +525,28 @@ def scale_by_rectified_rms(
       https://arxiv.org/abs/1908.03265
     """
     owner = "scale_by_rectified_rms"
-    v.check_decay(owner, "decay", decay)
+    v.check_debiased_decay(owner, "decay", decay)
     v.check_nonnegative(owner, "eps", eps)
     v.check_nonnegative(owner, "eps_root", eps_root)
     v.check_real(owner, "threshold", threshold)
+    v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
     rho_inf = 2.0 / (1.0 - decay) - 1.0
 
     def init(params):
-        return ScaleByRmsState(count=zero_count(), nu=tree_real_full_like(params, 0.0))
+        return ScaleByRmsState(nu=tree_real_full_like(params, 0.0, accumulator_dtype))
 
-    def update(updates, state, params=None, *, grad=None, **extra):
+    def update(updates, state, params=None, *, chain_step, chain_input=None, **extra):
         del params, extra
-        g = measured(updates, grad)
+        g = measured(updates, chain_input, owner)
         check_matches_state(g, state.nu, owner)
-        nu = jax.tree.map(lambda x, n: (1.0 - decay) * abs_sq(x) + decay * n, g, state.nu)
-        count = safe_increment(state.count)
+        nu = as_stored(map_state(lambda x, n: ema_of_squares(n, x, decay), g, state.nu), state.nu)
         dtype = scalar_dtype(nu)
-        decay_t = power(decay, count, dtype)
-        rho = rho_inf - 2.0 * count.astype(dtype) * decay_t / (1.0 - decay_t)
+        decay_t = power(decay, chain_step, dtype)
+        rho = rho_inf - 2.0 * chain_step.astype(dtype) * decay_t / (1.0 - decay_t)
         ratio = (rho - 4.0) * (rho - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho)
         rect = jnp.sqrt(jnp.maximum(ratio, 0.0))
         use_adaptive = rho >= threshold
-        scales = jax.tree.map(
+        scales = map_updates(
             lambda n: jnp.where(
                 use_adaptive,
                 rect.astype(n.dtype) * _inverse_rms(n / (1.0 - decay_t).astype(n.dtype), eps, eps_root, False),
@@ -538,6 +554,6 @@ def scale_by_rectified_rms(
             ),
             nu,
         )
-        return _rescale(updates, scales), ScaleByRmsState(count=count, nu=cast_like(nu, state.nu))
+        return _rescale(updates, scales, state.nu), ScaleByRmsState(nu=cast_like(nu, state.nu))
 
-    return Transformation(init, update)
+    return counted(owner, init, update)

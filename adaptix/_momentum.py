@@ -9,23 +9,35 @@ import jax.numpy as jnp
 
 from adaptix import _validate as v
 from adaptix._base import (
-    Transformation,
     as_stored,
     cast_like,
+    cast_to_result,
     check_matches_state,
+    counted,
+    ema_of,
+    map_state,
+    map_updates,
     power,
     safe_increment,
     scalar_dtype,
+    stage,
     tree_zeros_like,
     widened,
-    zero_count,
+    Transformation,
+    CountedTransformation,
 )
 
 
 class TraceState(NamedTuple):
-    """The running trace (momentum buffer)."""
+    """The running trace (heavy-ball momentum buffer), as ``optax.trace``'s."""
 
     trace: Any
+
+
+class FirstMomentState(NamedTuple):
+    """The EMA of the input: Adam's first moment :math:`m` (``mu``, as in Optax's Adam states)."""
+
+    mu: Any
 
 
 def trace(
@@ -44,9 +56,11 @@ def trace(
     and the output is :math:`t_k`, or with ``nesterov=True`` the look-ahead
     :math:`u_k + \beta t_k` (plain) / :math:`\beta t_k + (1-\beta) u_k` (ema).
     ``ema=True`` does not debias; follow with :func:`bias_correction` for that.
+    The state is a :class:`TraceState` (``trace``) for the plain form and a
+    :class:`FirstMomentState` (``mu``, Adam's name) for the EMA.
 
     Args:
-      decay: :math:`\beta \in [0, 1)`.
+      decay: :math:`\beta \in [0, 1]`; 1 makes the plain trace a running sum.
       nesterov: output the Nesterov look-ahead instead of the trace.
       ema: weight the input by :math:`1-\beta` (an EMA) instead of 1 (a trace).
       accumulator_dtype: dtype of the stored trace (e.g. ``jnp.bfloat16``);
@@ -76,32 +90,32 @@ def trace(
     v.check_bool(owner, "ema", ema)
     v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
     weight = (1.0 - decay) if ema else 1.0
+    make_state = FirstMomentState if ema else TraceState
 
     def init(params):
-        return TraceState(trace=tree_zeros_like(params, accumulator_dtype))
+        return make_state(tree_zeros_like(params, accumulator_dtype))
 
     def update(updates, state, params=None, **extra):
         del params, extra
-        check_matches_state(updates, state.trace, owner)
-        new_trace = jax.tree.map(lambda u, t: weight * u + decay * widened(t, u), updates, state.trace)
-        new_trace = as_stored(new_trace, state.trace)
+        old = state[0]
+        check_matches_state(updates, old, owner)
+        new = as_stored(map_state(lambda u, t: weight * u + decay * widened(t, u), updates, old), old)
         if nesterov:
-            out = jax.tree.map(lambda u, t: weight * u + decay * t, updates, new_trace)
+            out = map_updates(lambda u, t, s: cast_to_result(weight * u + decay * t, u, s), updates, new, old)
         else:
-            out = new_trace
-        return cast_like(out, updates), TraceState(trace=cast_like(new_trace, state.trace))
+            out = map_updates(lambda u, t, s: cast_to_result(t, u, s), updates, new, old)
+        return out, make_state(cast_like(new, old))
 
-    return Transformation(init, update)
+    return stage(owner, init, update)
 
 
 class EmaState(NamedTuple):
-    """Step count and exponential moving average."""
+    """The exponential moving average (``optax.ema``'s state, whose count the chain keeps)."""
 
-    count: jax.Array
     ema: Any
 
 
-def ema(decay: float, debias: bool = True, accumulator_dtype: Any = None) -> Transformation:
+def ema(decay: float, debias: bool = True, accumulator_dtype: Any = None) -> CountedTransformation:
     r"""Exponential moving average of the input, optionally debiased.
 
     .. math::
@@ -109,8 +123,10 @@ def ema(decay: float, debias: bool = True, accumulator_dtype: Any = None) -> Tra
         m_t = \beta\, m_{t-1} + (1-\beta)\, u_t, \qquad
         \text{out} = m_t / (1 - \beta^t) \ \text{if debias else}\ m_t.
 
+    It keeps a step counter, as ``optax.ema`` does (inside a chain, the chain's).
+
     Args:
-      decay: :math:`\beta \in [0, 1)`.
+      decay: :math:`\beta`, in ``[0, 1)`` with ``debias``, else in ``[0, 1]``.
       debias: divide by :math:`1-\beta^t` (the zero-initialisation bias).
       accumulator_dtype: dtype of the stored average; ``None`` keeps the
         parameters' dtype.
@@ -127,42 +143,45 @@ def ema(decay: float, debias: bool = True, accumulator_dtype: Any = None) -> Tra
       ``bias_correction(decay)`` is the same computation split in two stages.
     """
     owner = "ema"
-    v.check_decay(owner, "decay", decay)
     v.check_bool(owner, "debias", debias)
+    (v.check_debiased_decay if debias else v.check_decay)(owner, "decay", decay)
     v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
 
     def init(params):
-        return EmaState(count=zero_count(), ema=tree_zeros_like(params, accumulator_dtype))
+        return EmaState(ema=tree_zeros_like(params, accumulator_dtype))
 
-    def update(updates, state, params=None, **extra):
+    def update(updates, state, params=None, *, chain_step, **extra):
         del params, extra
         check_matches_state(updates, state.ema, owner)
-        new_ema = as_stored(
-            jax.tree.map(lambda u, m: (1.0 - decay) * u + decay * widened(m, u), updates, state.ema), state.ema
-        )
-        count = safe_increment(state.count)
-        out = new_ema
+        new_ema = as_stored(map_state(lambda u, m: ema_of(m, u, decay), updates, state.ema), state.ema)
         if debias:
-            correction = 1.0 - power(decay, count, scalar_dtype(updates))
-            out = jax.tree.map(lambda m: m / correction.astype(m.dtype), new_ema)
-        return cast_like(out, updates), EmaState(count=count, ema=cast_like(new_ema, state.ema))
+            correction = 1.0 - power(decay, chain_step, scalar_dtype(new_ema))
+            out = map_updates(lambda u, m, s: cast_to_result(m / correction.astype(m.dtype), u, s),
+                              updates, new_ema, state.ema)
+        else:
+            out = map_updates(lambda u, m, s: cast_to_result(m, u, s), updates, new_ema, state.ema)
+        return out, EmaState(ema=cast_like(new_ema, state.ema))
 
-    return Transformation(init, update)
+    return counted(owner, init, update)
 
 
 class NesterovEmaState(NamedTuple):
-    """Step count, first moment and the running product of momentum factors."""
+    """NAdam's first moment ``mu`` (Optax's name).
 
-    count: jax.Array
+    ``mu_product`` is the running product of PyTorch's warmed-up momentum
+    factors; it is ``None`` in Optax's form (``momentum_decay=None``), where the
+    product is :math:`\beta^t`.
+    """
+
     mu: Any
-    mu_product: jax.Array
+    mu_product: Any = None
 
 
 def nesterov_ema(
     decay: float = 0.9,
     momentum_decay: float | None = None,
     accumulator_dtype: Any = None,
-) -> Transformation:
+) -> CountedTransformation:
     r"""NAdam's first moment: a debiased Nesterov look-ahead of an EMA of the input.
 
     With :math:`m_t = \beta m_{t-1} + (1-\beta) u_t`, the output is
@@ -203,52 +222,51 @@ def nesterov_ema(
       Dozat, 2016, https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ
     """
     owner = "nesterov_ema"
-    v.check_decay(owner, "decay", decay)
+    v.check_debiased_decay(owner, "decay", decay)
     if momentum_decay is not None:
         v.check_nonnegative(owner, "momentum_decay", momentum_decay)
     v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
+    warm_up = momentum_decay is not None
 
     def momentum_at(step, dtype):
-        if momentum_decay is None:
+        if not warm_up:
             return jnp.asarray(decay, dtype)
         return decay * (1.0 - 0.5 * jnp.asarray(0.96, dtype) ** (step.astype(dtype) * momentum_decay))
 
     def init(params):
-        return NesterovEmaState(
-            count=zero_count(),
-            mu=tree_zeros_like(params, accumulator_dtype),
-            mu_product=jnp.ones([], scalar_dtype(params)),
-        )
+        product = jnp.ones([], scalar_dtype(params)) if warm_up else None
+        return NesterovEmaState(mu=tree_zeros_like(params, accumulator_dtype), mu_product=product)
 
-    def update(updates, state, params=None, **extra):
+    def update(updates, state, params=None, *, chain_step, **extra):
         del params, extra
         check_matches_state(updates, state.mu, owner)
-        dtype = state.mu_product.dtype
-        count = safe_increment(state.count)
-        mu_now = momentum_at(count, dtype)
-        mu_next = momentum_at(safe_increment(count), dtype)
-        product = state.mu_product * mu_now
-        new_mu = as_stored(
-            jax.tree.map(lambda u, m: (1.0 - decay) * u + decay * widened(m, u), updates, state.mu), state.mu
-        )
+        dtype = scalar_dtype(state.mu)
+        mu_now = momentum_at(chain_step, dtype)
+        mu_next = momentum_at(safe_increment(chain_step), dtype)
+        if warm_up:
+            product = state.mu_product * mu_now
+        else:
+            product = power(decay, chain_step, dtype)
+        new_mu = as_stored(map_state(lambda u, m: ema_of(m, u, decay), updates, state.mu), state.mu)
         coef_mu = mu_next / (1.0 - product * mu_next)
         coef_u = (1.0 - mu_now) / (1.0 - product)
-        out = jax.tree.map(
-            lambda m, u: coef_mu.astype(m.dtype) * m + coef_u.astype(u.dtype) * u, new_mu, updates
+        out = map_updates(
+            lambda u, m, s: cast_to_result(coef_mu.astype(m.dtype) * m + coef_u.astype(m.dtype) * u, u, s),
+            updates, new_mu, state.mu,
         )
-        new_state = NesterovEmaState(count=count, mu=cast_like(new_mu, state.mu), mu_product=product)
-        return cast_like(out, updates), new_state
+        new_state = NesterovEmaState(mu=cast_like(new_mu, state.mu), mu_product=product if warm_up else None)
+        return out, new_state
 
-    return Transformation(init, update)
+    return counted(owner, init, update)
 
 
 class LionMomentumState(NamedTuple):
-    """Lion's momentum buffer."""
+    """Lion's momentum buffer (``mu``, as ``optax.scale_by_lion``'s)."""
 
     mu: Any
 
 
-def lion_momentum(b1: float = 0.9, b2: float = 0.99, mu_dtype: Any = None) -> Transformation:
+def lion_momentum(b1: float = 0.9, b2: float = 0.99, mu_dtype: Any = None) -> CountedTransformation:
     r"""Lion's interpolated momentum: the direction whose sign Lion follows.
 
     .. math::
@@ -257,11 +275,12 @@ def lion_momentum(b1: float = 0.9, b2: float = 0.99, mu_dtype: Any = None) -> Tr
         m_t = \beta_2 m_{t-1} + (1-\beta_2)\, u_t.
 
     Lion is ``chain(lion_momentum(b1, b2), scale_by_sign(),
-    add_decayed_weights(wd), scale_by_learning_rate(lr))``.
+    add_decayed_weights(wd), scale_by_learning_rate(lr))``. It keeps a step
+    counter, as ``optax.scale_by_lion`` does, though the update does not read it.
 
     Args:
-      b1: interpolation weight of the buffer in the output, in ``[0, 1)``.
-      b2: decay of the buffer, in ``[0, 1)``.
+      b1: interpolation weight of the buffer in the output, in ``[0, 1]``.
+      b2: decay of the buffer, in ``[0, 1]``.
       mu_dtype: dtype of the stored buffer.
 
     Example:
@@ -282,14 +301,14 @@ def lion_momentum(b1: float = 0.9, b2: float = 0.99, mu_dtype: Any = None) -> Tr
     def init(params):
         return LionMomentumState(mu=tree_zeros_like(params, mu_dtype))
 
-    def update(updates, state, params=None, **extra):
-        del params, extra
+    def update(updates, state, params=None, *, chain_step, **extra):
+        del params, extra, chain_step
         check_matches_state(updates, state.mu, owner)
-        out = jax.tree.map(lambda u, m: (1.0 - b1) * u + b1 * widened(m, u), updates, state.mu)
-        new_mu = jax.tree.map(lambda u, m: (1.0 - b2) * u + b2 * widened(m, u), updates, state.mu)
-        return cast_like(out, updates), LionMomentumState(mu=cast_like(new_mu, state.mu))
+        out = map_updates(lambda u, m: cast_to_result(ema_of(m, u, b1), u, m), updates, state.mu)
+        new_mu = map_state(lambda u, m: ema_of(m, u, b2), updates, state.mu)
+        return out, LionMomentumState(mu=cast_like(new_mu, state.mu))
 
-    return Transformation(init, update)
+    return counted(owner, init, update)
 
 
 class ParameterDifferenceMomentumState(NamedTuple):
@@ -362,7 +381,8 @@ def parameter_difference_momentum(beta: float) -> Transformation:
     v.check_decay(owner, "beta", beta)
 
     def init(params):
-        return ParameterDifferenceMomentumState(previous_params=jax.tree.map(lambda p: jnp.array(p, copy=True), params))
+        return ParameterDifferenceMomentumState(
+            previous_params=jax.tree.map(lambda p: jnp.array(p, copy=True), params))
 
     def update(updates, state, params=None, **extra):
         del extra
@@ -372,9 +392,9 @@ def parameter_difference_momentum(beta: float) -> Transformation:
                 "beta * (params - params at the previous update)."
             )
         check_matches_state(updates, state.previous_params, owner)
-        out = jax.tree.map(lambda u, p, q: u + beta * (p - q).astype(u.dtype), updates, params,
-                           state.previous_params)
+        out = map_updates(lambda u, p, q: cast_to_result(u + beta * (p - q), u, q), updates, params,
+                          state.previous_params)
         new_state = ParameterDifferenceMomentumState(previous_params=cast_like(params, state.previous_params))
-        return cast_like(out, updates), new_state
+        return out, new_state
 
-    return Transformation(init, update)
+    return stage(owner, init, update)

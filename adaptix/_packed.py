@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from adaptix._base import Transformation, check_same_structure
+from adaptix._base import CHAIN_INPUT, CountedTransformation, Transformation, check_same_structure
 
 
 class PackedState(NamedTuple):
@@ -106,11 +106,11 @@ def packed(inner: optax.GradientTransformation, max_leaf_size: int = 65536) -> T
         int ``>= 0``).
 
     Example:
-      >>> import jax.numpy as jnp, numpy as np, adaptix
+      >>> import jax.numpy as jnp, numpy as np, optax, adaptix
       >>> opt = adaptix.packed(adaptix.adam(1e-3))
       >>> params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
       >>> state = opt.init(params)
-      >>> state.inner[0].trace["small"]["float32"].shape  # one moment vector for both leaves
+      >>> optax.tree_utils.tree_get(state, "mu")["small"]["float32"].shape  # one moment vector for both leaves
       (8,)
       >>> updates, state = opt.update({"w": jnp.ones((3, 2)), "b": -jnp.ones(2)}, state, params)
       >>> np.asarray(updates["b"]).round(6)  # Adam's first step: -lr * sign(g)
@@ -128,21 +128,25 @@ def packed(inner: optax.GradientTransformation, max_leaf_size: int = 65536) -> T
         raise TypeError(f"packed: inner must be an optax.GradientTransformation, got {type(inner).__name__}.")
     if isinstance(max_leaf_size, bool) or not isinstance(max_leaf_size, numbers.Integral) or max_leaf_size < 0:
         raise ValueError(f"packed: max_leaf_size must be an int in [0, inf), got {max_leaf_size!r}.")
-    passes_grad = isinstance(inner, Transformation)
-    stage = inner if passes_grad else optax.with_extra_args_support(inner)
+    passes_chain_input = isinstance(inner, Transformation)
+    stage = inner if passes_chain_input else optax.with_extra_args_support(inner)
+    reads_step = isinstance(inner, CountedTransformation)
 
-    def init(params):
-        return PackedState(inner=stage.init(_Layout.of(params, max_leaf_size).pack(params)))
+    def init(params, **chain_keywords):  # chain_counts=True when inner reads the step and a chain counts
+        return PackedState(inner=stage.init(_Layout.of(params, max_leaf_size).pack(params), **chain_keywords))
 
-    def update(updates, state, params=None, *, grad=None, **extra):
+    def update(updates, state, params=None, **extra):
         layout = _Layout.of(updates, max_leaf_size)
         if params is not None:
             check_same_structure(updates, params, "packed: updates", "params")
         packed_params = None if params is None else layout.pack(params)
-        if passes_grad and grad is not None:
-            check_same_structure(grad, updates, "packed: grad", "updates")
-            extra["grad"] = layout.pack(grad)
+        chain_input = extra.pop(CHAIN_INPUT, None)
+        if passes_chain_input and chain_input is not None:
+            check_same_structure(chain_input, updates, "packed: chain_input", "updates")
+            extra[CHAIN_INPUT] = layout.pack(chain_input)
         new_updates, inner_state = stage.update(layout.pack(updates), state.inner, packed_params, **extra)
         return layout.unpack(new_updates), PackedState(inner=inner_state)
 
-    return Transformation(init, update)
+    if reads_step:
+        return CountedTransformation(init, update)
+    return Transformation(lambda params: init(params), update)

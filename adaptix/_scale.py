@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -13,11 +13,23 @@ from adaptix._base import (
     EmptyState,
     ScalarOrSchedule,
     Transformation,
-    check_same_structure,
+    check_matches,
+    counted,
     init_empty_state,
-    safe_increment,
-    zero_count,
+    map_updates,
+    result_dtype,
+    stage,
 )
+
+
+def _times(factor: Any, u: jax.Array) -> jax.Array:
+    """``factor * u`` in the dtype Optax's ``factor * u`` has for a Python-number factor.
+
+    A factor given as an array (as under ``optax.inject_hyperparams``) is cast
+    to that dtype first, so it never widens bf16 updates to float32.
+    """
+    dtype = result_dtype(u)
+    return jnp.asarray(factor, dtype) * u.astype(dtype)
 
 
 def scale(step_size: float) -> Transformation:
@@ -35,15 +47,9 @@ def scale(step_size: float) -> Transformation:
 
     def update(updates, state, params=None, **extra):
         del params, extra
-        return jax.tree.map(lambda u: (step_size * u).astype(u.dtype), updates), state
+        return map_updates(lambda u: _times(step_size, u), updates), state
 
-    return Transformation(init_empty_state, update)
-
-
-class ScaleByScheduleState(NamedTuple):
-    """Number of updates applied so far (the schedule's argument)."""
-
-    count: jax.Array
+    return stage("scale", init_empty_state, update, stateless=True)
 
 
 def scale_by_learning_rate(
@@ -55,6 +61,9 @@ def scale_by_learning_rate(
 
         \text{out}_t = -\eta_t\, u_t \quad (\text{flip\_sign}),\qquad
         \eta_t = \eta \ \text{or}\ \text{schedule}(t-1).
+
+    A schedule reads the chain's step counter (one per optimizer); a stage
+    used alone with a schedule counts itself.
 
     Args:
       learning_rate: a finite number ``>= 0`` or an Optax schedule
@@ -85,23 +94,26 @@ def scale_by_learning_rate(
     if not callable(learning_rate):
         return scale(sign * learning_rate)
 
-    def init(params):
-        del params
-        return ScaleByScheduleState(count=zero_count())
-
-    def update(updates, state, params=None, **extra):
+    def update(updates, state, params=None, *, chain_step, **extra):
         del params, extra
-        rate = sign * learning_rate(state.count)
-        out = jax.tree.map(lambda u: jnp.asarray(rate, u.dtype) * u, updates)
-        return out, ScaleByScheduleState(count=safe_increment(state.count))
+        rate = sign * learning_rate(chain_step - 1)
+        return map_updates(lambda u: _times(rate, u), updates), state
 
-    return Transformation(init, update)
+    return counted(owner, init_empty_state, update)
 
 
-class AddDecayedWeightsState(NamedTuple):
-    """Number of updates so far (the weight-decay schedule's argument)."""
-
-    count: jax.Array
+def _mask_tree(owner: str, mask: Any, params: Any) -> Any:
+    """The mask as a tree (calling it on ``params`` if it is a function), checked against ``params``."""
+    tree = mask(params) if callable(mask) else mask
+    try:
+        jax.tree.map(lambda _m, _p: None, tree, params, is_leaf=lambda x: x is None)
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"{owner}: the mask tree does not match the params tree (it must have the params' "
+            "structure, or a prefix of it, with a boolean per leaf).\n"
+            f"  mask: {jax.tree.structure(tree)}\n  params: {jax.tree.structure(params)}"
+        ) from err
+    return tree
 
 
 def add_decayed_weights(
@@ -118,7 +130,8 @@ def add_decayed_weights(
     add_decayed_weights(wd), scale_by_learning_rate(lr))``.
 
     Args:
-      weight_decay: :math:`\lambda \ge 0`, or an Optax schedule.
+      weight_decay: :math:`\lambda \ge 0`, or an Optax schedule (it reads the
+        chain's step counter).
       mask: a tree of booleans (or a prefix of the params tree), or a function
         of the params returning one: ``True`` where decay applies. Handled by
         ``optax.masked``.
@@ -136,33 +149,40 @@ def add_decayed_weights(
     owner = "add_decayed_weights"
     v.check_rate(owner, "weight_decay", weight_decay)
     scheduled = callable(weight_decay)
+    zero = isinstance(weight_decay, (int, float)) and weight_decay == 0
 
-    def init(params):
-        del params
-        return AddDecayedWeightsState(count=zero_count()) if scheduled else EmptyState()
+    def decayed(u, p, rate):
+        dtype = result_dtype(u, p)
+        return u.astype(dtype) + jnp.asarray(rate, dtype) * jnp.asarray(p, dtype)
 
-    def update(updates, state, params=None, **extra):
+    def update(updates, state, params=None, *, chain_step=None, **extra):
         del extra
         if params is None:
+            if zero:  # nothing to add: as convenient as a chain without this stage
+                return map_updates(lambda u: u.astype(result_dtype(u)), updates), state
             raise ValueError(f"{owner}: params are required (call update(updates, state, params)).")
-        check_same_structure(updates, params, f"{owner}: updates", "params")
-        if scheduled:
-            rate = weight_decay(state.count)
-            state = AddDecayedWeightsState(count=safe_increment(state.count))
-        else:
-            rate = weight_decay
-        out = jax.tree.map(lambda u, p: (u + rate * p).astype(u.dtype), updates, params)
-        return out, state
+        check_matches(updates, params, owner, "updates", "params")
+        rate = weight_decay(chain_step - 1) if scheduled else weight_decay
+        return map_updates(lambda u, p: decayed(u, p, rate), updates, params), state
 
-    if mask is None:
-        return Transformation(init, update)
-    masked = optax.masked(optax.GradientTransformation(init, update), mask)
+    init = init_empty_state
+    if mask is not None:
+        masked = optax.masked(optax.GradientTransformationExtraArgs(init_empty_state, update), mask)
 
-    def masked_update(updates, state, params=None, **extra):
-        extra.pop("grad", None)
-        return masked.update(updates, state, params, **extra)
+        def init(params):
+            _mask_tree(owner, mask, params)
+            return masked.init(params)
 
-    return Transformation(masked.init, masked_update)
+        def masked_update(updates, state, params=None, **extra):
+            if params is not None:
+                _mask_tree(owner, mask, params)
+            return masked.update(updates, state, params, **extra)
+
+        update = masked_update
+
+    if scheduled:
+        return counted(owner, init, update)
+    return stage(owner, init, update, stateless=mask is None)
 
 
 def scale_by_sign() -> Transformation:
@@ -182,9 +202,9 @@ def scale_by_sign() -> Transformation:
 
     def update(updates, state, params=None, **extra):
         del params, extra
-        return jax.tree.map(jnp.sign, updates), state
+        return map_updates(jnp.sign, updates), state
 
-    return Transformation(init_empty_state, update)
+    return stage("scale_by_sign", init_empty_state, update, stateless=True)
 
 
 clip_by_sign = scale_by_sign

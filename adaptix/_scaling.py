@@ -130,7 +130,7 @@ def scale_hyperparameters(hparams: Mapping[str, Any], kappa: float, rule: str = 
       >>> adaptix.scale_hyperparameters({"learning_rate": 0.1, "momentum": 0.9}, 4, rule="linear")
       {'learning_rate': 0.4, 'momentum': 0.9}
       >>> adaptix.adam(**hp)  # doctest: +ELLIPSIS
-      Transformation(...)
+      CountedTransformation(...)
 
     Note:
       The square-root rule keeps the SDE of RMSProp/Adam unchanged only while the

@@ -5,6 +5,15 @@ value fails at once with its name, its value and the valid range, instead of
 surfacing later as NaN or divergence. Values that are traced (as under
 ``optax.inject_hyperparams`` inside ``jax.jit``) cannot be inspected and are
 accepted; concrete arrays are checked like Python numbers.
+
+The rule (``docs/reliability.md``): a value is refused when the update it gives
+is undefined or non-finite, or when it leaves the domain the method is defined
+on; a value with a meaning is accepted. So a decay rate may be 1 (``trace(1.0)``
+is a running sum, ``scale_by_inf_norm(1.0)`` a running maximum) except where it
+is bias-corrected (:math:`1 - \beta^t = 0` divides by zero), and rates, weight
+decays and epsilons must be ``>= 0`` (a negative rate turns descent into ascent:
+``scale`` says that explicitly; a negative eps can put a negative number under
+the square root).
 """
 
 from __future__ import annotations
@@ -46,8 +55,9 @@ def check_range(
     *,
     low_open: bool = False,
     high_open: bool = False,
+    why: str = "",
 ) -> None:
-    """Checks ``low <= value <= high`` (``<`` where open) and finiteness."""
+    """Checks ``low <= value <= high`` (``<`` where open) and finiteness; ``why`` explains the bound."""
     v = _concrete_value(name, value, owner)
     if v is None:
         return
@@ -56,12 +66,19 @@ def check_range(
     ok = ok and (v > low if low_open else v >= low)
     ok = ok and (v < high if high_open else v <= high)
     if not ok:
-        raise ValueError(f"{owner}: {name} must be finite and in {interval}, got {value!r}.")
+        reason = f" ({why})" if why else ""
+        raise ValueError(f"{owner}: {name} must be finite and in {interval}, got {value!r}{reason}.")
 
 
 def check_decay(owner: str, name: str, value: Any) -> None:
-    """A decay rate / beta: in ``[0, 1)``."""
-    check_range(owner, name, value, 0.0, 1.0, high_open=True)
+    """A decay rate of an average that is not bias-corrected: in ``[0, 1]`` (1 keeps it as it is)."""
+    check_range(owner, name, value, 0.0, 1.0)
+
+
+def check_debiased_decay(owner: str, name: str, value: Any) -> None:
+    """A decay rate that is bias-corrected (or otherwise divides by ``1 - beta``): in ``[0, 1)``."""
+    check_range(owner, name, value, 0.0, 1.0, high_open=True,
+                why=f"{name} = 1 makes the bias correction 1 - {name}^t zero")
 
 
 def check_nonnegative(owner: str, name: str, value: Any) -> None:

@@ -39,8 +39,8 @@ def spy(log, name):
         del params
         return adaptix.EmptyState()
 
-    def update(updates, state, params=None, *, grad=None, **extra):
-        log.append(dict(name=name, updates=updates, grad=grad, extra=extra))
+    def update(updates, state, params=None, *, chain_input=None, **extra):
+        log.append(dict(name=name, updates=updates, grad=chain_input, extra=extra))
         return updates, state
 
     return adaptix.Transformation(init, update)
@@ -83,17 +83,19 @@ def test_every_stage_receives_chain_input():
     _close(u, jax.tree.map(lambda x: 6.0 * x, g))
 
 
-def test_chain_measures_its_own_input_not_an_outer_grad():
+def test_chain_measures_its_own_input_and_passes_the_callers_keywords():
     log = []
     opt = adaptix.chain(spy(log, "a"))
     junk = jax.tree.map(lambda x: x + 100.0, _grads(0))
-    opt.update(_grads(0), opt.init(_params()), grad=junk, foo=1)
-    _close(log[0]["grad"], _grads(0))
-    assert log[0]["extra"] == {"foo": 1}
+    opt.update(_grads(0), opt.init(_params()), chain_input=junk, grad=junk, foo=1)
+    _close(log[0]["grad"], _grads(0))  # an outer chain_input is replaced by the chain's own input
+    assert set(log[0]["extra"]) == {"grad", "foo"}  # the caller's keywords (a line search's grad=) pass
+    _close(log[0]["extra"]["grad"], junk)
 
     adam = adaptix.adam(0.1)
     s = adam.init(_params())
     _close(adam.update(_grads(0), s, grad=junk)[0], adam.update(_grads(0), s)[0], rtol=0, atol=0)
+    _close(adam.update(_grads(0), s, chain_input=junk)[0], adam.update(_grads(0), s)[0], rtol=0, atol=0)
 
 
 def test_nested_chain_hands_on_its_own_input():
@@ -159,15 +161,15 @@ def test_clipped_adam_matches_optax():
         _close(a, b, rtol=1e-5, atol=1e-7)
 
 
-def test_plain_optax_stage_gets_extra_kwargs_but_not_grad():
+def test_plain_optax_stage_gets_exactly_the_callers_keywords():
     log = []
-    opt = adaptix.chain(adaptix.scale(2.0), plain_optax_spy(log), adaptix.trace(0.5))
-    value = jnp.asarray(3.0)
-    _run(opt, steps=2, foo=1, value=value)
+    opt = adaptix.chain(adaptix.scale(2.0), plain_optax_spy(log), adaptix.bias_correction(0.5))
+    value, grad = jnp.asarray(3.0), _grads(1)
+    _run(opt, steps=2, foo=1, value=value, grad=grad)
     assert len(log) == 2
-    for extra in log:
-        assert "grad" not in extra
-        assert extra == {"foo": 1, "value": value}
+    for extra in log:  # never chain_input / chain_step
+        assert set(extra) == {"foo", "value", "grad"}
+        assert extra["value"] is value and extra["grad"] is grad
 
 
 def test_plain_optax_stage_without_extra_args_support():
@@ -281,13 +283,16 @@ def test_state_is_a_tuple_like_optax_chain():
     assert jax.tree.structure(ours) == jax.tree.structure(ref)
     _close(ours, ref)
 
-    adam_state = adaptix.adam(0.1).init(params)
-    assert type(adam_state) is tuple and len(adam_state) == 4
-    assert isinstance(adam_state[0], adaptix.TraceState)
-    assert isinstance(adam_state[1], adaptix.ScaleByRmsState)
+    adam_state = adaptix.adam(0.1).init(params)  # one counter beside the stages' states
+    assert isinstance(adam_state, adaptix.CountedState)
+    stages_state = adam_state.inner_state
+    assert type(stages_state) is tuple and len(stages_state) == 4
+    assert isinstance(stages_state[0], adaptix.FirstMomentState)
+    assert isinstance(stages_state[1], adaptix.ScaleByRmsState)
 
     nested = adaptix.chain(adaptix.add_decayed_weights(0.1), adaptix.adam(0.1)).init(params)
-    assert type(nested) is tuple and len(nested) == 2 and type(nested[1]) is tuple
+    assert isinstance(nested, adaptix.CountedState)  # the outer chain counts; the inner one shares it
+    assert len(nested.inner_state) == 2 and type(nested.inner_state[1]) is tuple
 
     _, new_state = _run(adaptix.chain(*stages), steps=2)
     assert jax.tree.structure(new_state) == jax.tree.structure(ref)
@@ -306,5 +311,5 @@ def test_non_transformation_stage_raises_type_error(bad):
 def test_state_of_another_optimizer_raises():
     params = _params()
     adam = adaptix.adam(0.1)
-    with pytest.raises(ValueError, match="stage"):
+    with pytest.raises(ValueError, match="different optimizer"):
         adam.update(_grads(0), adaptix.sgd(0.1).init(params), params)

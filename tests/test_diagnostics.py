@@ -100,7 +100,7 @@ def test_summaries_match_numpy_reference():
         assert isinstance(d[k], float)
         assert d[k] == pytest.approx(val, rel=1e-4, abs=1e-6), k
     # full copies
-    diag_state = state[-1]
+    diag_state = state.inner_state[-1]
     np.testing.assert_allclose(_flat(diag_state.snr), snr, rtol=1e-4, atol=1e-6)
     full_eff = _flat(diag_state.effective_lr)
     np.testing.assert_allclose(full_eff[nz], eff, rtol=1e-5)
@@ -139,7 +139,7 @@ def test_history_ring_buffer_order():
 def test_snr_false_keeps_no_per_coordinate_state():
     opt = adaptix.diagnostics(snr=False)
     state = opt.init({"w": jnp.zeros(10)})
-    assert state.mu is None and state.nu is None and state.snr is None
+    assert state.inner_state.snr_mu is None and state.inner_state.snr_nu is None and state.inner_state.snr is None
     assert len(jax.tree.leaves(state)) == 1 + 9  # count + the base summaries
     _, state = opt.update({"w": jnp.ones(10)}, state)
     assert "abs_snr_mean" not in adaptix.read_diagnostics(state)
@@ -284,7 +284,7 @@ def test_sample_tracks_fixed_blocks_and_keeps_exact_norms():
     _, f_state = _run(full, grads, params)
     d, d_full = adaptix.read_diagnostics(s_state), adaptix.read_diagnostics(f_state)
     # the EMAs are kept for the sampled blocks only
-    mu = s_state[-1].mu
+    mu = s_state.inner_state[-1].snr_mu
     assert {k: x.shape for k, x in mu.items()} == {k: _blocks(np.zeros(s), stride).shape for k, s in shapes.items()}
     assert sum(x.size for x in jax.tree.leaves(mu)) <= sample + 64 * len(shapes)
     # exact summaries are the same as with every coordinate tracked
@@ -316,7 +316,7 @@ def test_small_trees_and_keep_full_track_every_coordinate():
     _, b = _run(adaptix.chain(adaptix.adam(1e-2), adaptix.diagnostics(sample=None)), grads)
     assert adaptix.read_diagnostics(a) == adaptix.read_diagnostics(b)
     _, c = _run(adaptix.chain(adaptix.adam(1e-2), adaptix.diagnostics(sample=1, keep_full=True)), grads)
-    assert c[-1].snr["a"].shape == (3, 4)
+    assert c.inner_state[-1].snr["a"].shape == (3, 4)
     assert adaptix.read_diagnostics(c) == pytest.approx(adaptix.read_diagnostics(b), rel=1e-6)
 
 

@@ -93,8 +93,8 @@ def test_uses_the_update_actually_applied():
 
 
 def test_validation_params_required_and_structure():
-    with pytest.raises(ValueError, match=r"parameter_difference_momentum: beta must be finite and in \[0, 1\), got 1.0"):
-        adaptix.parameter_difference_momentum(1.0)
+    with pytest.raises(ValueError, match=r"parameter_difference_momentum: beta must be finite and in \[0, 1\], got 1.5"):
+        adaptix.parameter_difference_momentum(1.5)
     opt = adaptix.parameter_difference_momentum(0.9)
     with pytest.raises(ValueError, match="params are required"):
         opt.update(jnp.ones(2), opt.init(jnp.zeros(2)))

@@ -1,6 +1,7 @@
 """The README's Python examples run as written."""
 
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -16,4 +17,4 @@ def test_readme_has_examples():
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_example_runs(index):
     namespace = {}
-    exec("import adaptix\n" + BLOCKS[index], namespace)  # noqa: S102 - our own documentation
+    exec("import adaptix\n" + textwrap.dedent(BLOCKS[index]), namespace)  # noqa: S102 - our own documentation

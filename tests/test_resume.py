@@ -167,7 +167,7 @@ def test_orbax_restore_with_abstract_target_and_no_retracing(tmp_path):
     abstract = jax.eval_shape(opt.init, params)
     restored = checkpointer.restore(tmp_path / "ckpt", abstract)
     assert_identical(restored, state)
-    assert isinstance(restored[1], adaptix.ScaleByRmsState)
+    assert isinstance(restored.inner_state[1], adaptix.ScaleByRmsState)
     update(gradient(1), restored, params)
     assert len(traces) == 1
 

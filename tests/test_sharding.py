@@ -36,6 +36,7 @@ DOC = TESTS.parent / "docs" / "sharding.md"
 SCRIPT = r'''
 import json, re, sys
 import jax, jax.numpy as jnp, numpy as np, optax
+import optax.tree_utils as otu
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 tests_dir, doc_path, out_path = sys.argv[1:4]
@@ -120,7 +121,7 @@ results["optax_jit"], _ = mismatches(jax.jit(optax.adam(1e-3).init)(params), par
 # NaN/Inf parameters still give exact zeros under jit.
 bad = dict(HOST, w=np.full((8, 4), np.nan, np.float32), b=np.full(8, np.inf, np.float32))
 st = jax.jit(adaptix.adam(1e-3).init)(sharded(bad))
-results["nan_params_zero_state"] = all(bool(np.all(np.asarray(v) == 0)) for v in jax.tree.leaves(st[0]) + jax.tree.leaves(st[1].nu))
+results["nan_params_zero_state"] = all(bool(np.all(np.asarray(v) == 0)) for v in jax.tree.leaves(otu.tree_get(st, "mu")) + jax.tree.leaves(otu.tree_get(st, "nu")))
 
 # out_shardings overrides the parameters' layout (ZeRO-style state).
 opt = adaptix.adam(1e-3)
@@ -128,7 +129,7 @@ params = sharded(HOST)
 abstract = jax.eval_shape(opt.init, params)
 zero = jax.tree.map(lambda x: NamedSharding(mesh, P("y", "x") if np.ndim(x) == 2 else P()), abstract)
 st = jax.jit(opt.init, out_shardings=zero)(params)
-results["out_shardings_w"] = st[0].trace["w"].sharding.is_equivalent_to(NamedSharding(mesh, P("y", "x")), 2)
+results["out_shardings_w"] = otu.tree_get(st, "mu")["w"].sharding.is_equivalent_to(NamedSharding(mesh, P("y", "x")), 2)
 
 # Explicit-sharding mesh (sharding in types).
 emesh = jax.make_mesh((4, 2), ("x", "y"), axis_types=(jax.sharding.AxisType.Explicit,) * 2)
@@ -221,6 +222,7 @@ def test_init_under_jax_transformations():
     import jax
     import jax.numpy as jnp
     import numpy as np
+    import optax
     from jax.sharding import Mesh, PartitionSpec as P
 
     import adaptix
@@ -235,7 +237,7 @@ def test_init_under_jax_transformations():
         "pmap": jax.pmap(opt.init)(x),
         "scan": jax.lax.scan(lambda c, p: (c, opt.init(p)), 0, x)[1],
         "cond": jax.jit(lambda p: jax.lax.cond(True, opt.init, opt.init, p))(x),
-        "shard_map": jax.jit(jax.shard_map(lambda p: opt.init(p)[1].nu, mesh=mesh, in_specs=P("d"),
+        "shard_map": jax.jit(jax.shard_map(lambda p: optax.tree_utils.tree_get(opt.init(p), "nu"), mesh=mesh, in_specs=P("d"),
                                            out_specs=P("d")))(x),
         "eval_shape": jax.eval_shape(opt.init, x),
     }

@@ -32,8 +32,11 @@ NAN, INF = math.nan, math.inf
 # Bad values per kind of hyperparameter, with the exception each must raise.
 RATE_BAD = [(-0.1, ValueError), (NAN, ValueError), (INF, ValueError), (-INF, ValueError),
             (jnp.asarray(-0.1), ValueError), ("0.1", TypeError), (True, TypeError)]
-DECAY_BAD = [(1.0, ValueError), (1.5, ValueError), (-0.1, ValueError), (NAN, ValueError),
+# A decay rate may be 1 (a running sum, a constant average: defined), except where it is
+# bias-corrected, where 1 - beta^t = 0 divides by zero (docs/reliability.md, "what is refused").
+DECAY_BAD = [(1.0000001, ValueError), (1.5, ValueError), (-0.1, ValueError), (NAN, ValueError),
              (INF, ValueError), ("0.9", TypeError)]
+DEBIASED_BAD = [(1.0, ValueError), *DECAY_BAD]
 NONNEG_BAD = [(-1e-3, ValueError), (NAN, ValueError), (INF, ValueError), ("1e-8", TypeError)]
 REAL_BAD = [(NAN, ValueError), (INF, ValueError), ("5", TypeError)]
 ETA_MINUS_BAD = [(0.0, ValueError), (1.0, ValueError), (1.5, ValueError), (-0.5, ValueError), (NAN, ValueError)]
@@ -43,6 +46,7 @@ STEP_SIZE_BAD = [(0.0, ValueError), (-1.0, ValueError), (NAN, ValueError)]
 KINDS = {
     "rate": RATE_BAD,
     "decay": DECAY_BAD,
+    "debiased": DEBIASED_BAD,
     "nonneg": NONNEG_BAD,
     "real": REAL_BAD,
     "eta_minus": ETA_MINUS_BAD,
@@ -83,17 +87,17 @@ BAD_INPUTS: list[Bad] = [
     *_spec("rmsprop", adaptix.rmsprop, dict(LR, momentum=0.9), learning_rate="rate", decay="decay",
            eps="nonneg", initial_scale="nonneg", momentum="decay"),
     *_spec("adadelta", adaptix.adadelta, {}, learning_rate="rate", rho="decay", eps="nonneg", weight_decay="rate"),
-    *_spec("adam", adaptix.adam, LR, learning_rate="rate", b1="decay", b2="decay", eps="nonneg", eps_root="nonneg"),
-    *_spec("adamw", adaptix.adamw, LR, learning_rate="rate", b1="decay", b2="decay", eps="nonneg",
+    *_spec("adam", adaptix.adam, LR, learning_rate="rate", b1="debiased", b2="debiased", eps="nonneg", eps_root="nonneg"),
+    *_spec("adamw", adaptix.adamw, LR, learning_rate="rate", b1="debiased", b2="debiased", eps="nonneg",
            eps_root="nonneg", weight_decay="rate"),
-    *_spec("amsgrad", adaptix.amsgrad, LR, learning_rate="rate", b1="decay", b2="decay", eps="nonneg",
+    *_spec("amsgrad", adaptix.amsgrad, LR, learning_rate="rate", b1="debiased", b2="debiased", eps="nonneg",
            eps_root="nonneg"),
-    *_spec("nadam", adaptix.nadam, LR, learning_rate="rate", b1="decay", b2="decay", eps="nonneg",
+    *_spec("nadam", adaptix.nadam, LR, learning_rate="rate", b1="debiased", b2="debiased", eps="nonneg",
            eps_root="nonneg", momentum_decay="nonneg"),
-    *_spec("nadamw", adaptix.nadamw, LR, learning_rate="rate", b1="decay", b2="decay", eps="nonneg",
+    *_spec("nadamw", adaptix.nadamw, LR, learning_rate="rate", b1="debiased", b2="debiased", eps="nonneg",
            eps_root="nonneg", weight_decay="rate", momentum_decay="nonneg"),
-    *_spec("adamax", adaptix.adamax, LR, learning_rate="rate", b1="decay", b2="decay", eps="nonneg"),
-    *_spec("radam", adaptix.radam, LR, learning_rate="rate", b1="decay", b2="decay", eps="nonneg",
+    *_spec("adamax", adaptix.adamax, LR, learning_rate="rate", b1="debiased", b2="decay", eps="nonneg"),
+    *_spec("radam", adaptix.radam, LR, learning_rate="rate", b1="debiased", b2="debiased", eps="nonneg",
            eps_root="nonneg", threshold="real"),
     *_spec("lion", adaptix.lion, LR, learning_rate="rate", b1="decay", b2="decay", weight_decay="rate"),
     *_spec("sign_sgd", adaptix.sign_sgd, LR, learning_rate="rate"),
@@ -102,21 +106,29 @@ BAD_INPUTS: list[Bad] = [
            min_step_size="step_size", max_step_size="step_size"),
     # --- primitives ---
     *_spec("trace", adaptix.trace, dict(decay=0.9), decay="decay"),
-    *_spec("ema", adaptix.ema, dict(decay=0.9), decay="decay"),
-    *_spec("nesterov_ema", adaptix.nesterov_ema, {}, decay="decay", momentum_decay="nonneg"),
+    *_spec("ema", adaptix.ema, dict(decay=0.9), decay="debiased"),
+    *_spec("ema", adaptix.ema, dict(decay=0.9, debias=False), decay="decay"),
+    *_spec("nesterov_ema", adaptix.nesterov_ema, {}, decay="debiased", momentum_decay="nonneg"),
     *_spec("lion_momentum", adaptix.lion_momentum, {}, b1="decay", b2="decay"),
     *_spec("scale_by_rms", adaptix.scale_by_rms, {}, decay="decay", eps="nonneg", initial_scale="nonneg",
            eps_root="nonneg"),
     *_spec("scale_by_stddev", adaptix.scale_by_stddev, {}, decay="decay", eps="nonneg", initial_scale="nonneg"),
     *_spec("scale_by_rss", adaptix.scale_by_rss, {}, initial_accumulator_value="nonneg", eps="nonneg"),
-    *_spec("scale_by_max_rms", adaptix.scale_by_max_rms, {}, decay="decay", eps="nonneg", eps_root="nonneg"),
+    *_spec("scale_by_max_rms", adaptix.scale_by_max_rms, {}, decay="debiased", eps="nonneg", eps_root="nonneg"),
     *_spec("scale_by_inf_norm", adaptix.scale_by_inf_norm, {}, decay="decay", eps="nonneg"),
-    *_spec("scale_by_rectified_rms", adaptix.scale_by_rectified_rms, {}, decay="decay", eps="nonneg",
+    *_spec("scale_by_rectified_rms", adaptix.scale_by_rectified_rms, {}, decay="debiased", eps="nonneg",
            eps_root="nonneg", threshold="real"),
     *_spec("scale_by_update_rms", adaptix.scale_by_update_rms, {}, rho="decay", eps="nonneg"),
     *_spec("scale_by_rprop", adaptix.scale_by_rprop, LR, learning_rate="rate", eta_minus="eta_minus",
            eta_plus="eta_plus", min_step_size="step_size", max_step_size="step_size"),
-    *_spec("bias_correction", adaptix.bias_correction, dict(decay=0.9), decay="decay"),
+    *_spec("bias_correction", adaptix.bias_correction, dict(decay=0.9), decay="debiased"),
+    *_spec("scale_by_rms", adaptix.scale_by_rms, dict(bias_correction=True), decay="debiased"),
+    *_spec("scale_by_stddev", adaptix.scale_by_stddev, dict(bias_correction=True), decay="debiased"),
+    *_spec("rmsprop", adaptix.rmsprop, dict(LR, bias_correction=True), decay="debiased"),
+    *_spec("scale_by_max_rms", adaptix.scale_by_max_rms, dict(bias_correction=False), decay="decay"),
+    *_spec("amsgrad", adaptix.amsgrad, dict(LR, bias_correction_mu=False, bias_correction_nu=False),
+           b1="decay", b2="decay"),
+    *_spec("parameter_difference_momentum", adaptix.parameter_difference_momentum, dict(beta=0.9), beta="decay"),
     *_spec("scale_by_learning_rate", adaptix.scale_by_learning_rate, LR, learning_rate="rate"),
     *_spec("add_decayed_weights", adaptix.add_decayed_weights, {}, weight_decay="rate"),
     *_spec("scale", adaptix.scale, dict(step_size=1.0), step_size="real"),
@@ -146,6 +158,7 @@ def test_bad_hyperparameter_rejected(bad):
     with pytest.raises(bad.error) as info:
         bad.factory(**{**bad.base, bad.name: bad.value})
     message = str(info.value)
+    assert message.startswith(f"{bad.owner}: "), message  # the error names what the user called
     assert bad.name in message, message
     assert _value_shown(bad.value, message), message
     if bad.error is ValueError:
@@ -162,6 +175,37 @@ def test_every_alias_and_primitive_covered():
                   "add_decayed_weights", "scale"}
     assert aliases | primitives <= owners
     assert all(hasattr(adaptix, name) for name in aliases | primitives)
+
+
+def test_a_decay_of_one_with_a_meaning_is_accepted():
+    """What is defined is accepted: a trace at decay 1 is a running sum (Optax's own tests use it)."""
+    g = [jnp.asarray([1.0, -2.0]), jnp.asarray([0.5, 0.5]), jnp.asarray([-1.0, 3.0])]
+
+    def run(opt):
+        state, out = opt.init(jnp.zeros(2)), None
+        for x in g:
+            out, state = opt.update(x, state)
+        return np.asarray(out)
+
+    np.testing.assert_allclose(run(adaptix.trace(1.0)), sum(g), rtol=1e-6)
+    np.testing.assert_allclose(run(adaptix.trace(1.0)), run(optax.trace(1.0)), rtol=1e-6)
+    np.testing.assert_allclose(run(adaptix.sgd(0.1, momentum=1.0)), -0.1 * sum(g), rtol=1e-6)
+    running_max = np.max(np.abs(np.stack(g)), axis=0)
+    np.testing.assert_allclose(run(adaptix.scale_by_inf_norm(1.0, eps=0.0)), g[-1] / running_max, rtol=1e-6)
+    np.testing.assert_allclose(run(adaptix.rmsprop(1.0, decay=1.0, initial_scale=4.0, eps=0.0)), -g[-1] / 2.0,
+                               rtol=1e-6)  # v stays at its initial value
+    for factory, kwargs in [(adaptix.lion, dict(b1=1.0, b2=1.0, weight_decay=0.0)), (adaptix.signum, dict(beta=1.0)),
+                            (adaptix.adamax, dict(b2=1.0)), (adaptix.adadelta, dict(rho=1.0)),
+                            (adaptix.scale_by_update_rms, dict(rho=1.0)), (adaptix.ema, dict(decay=1.0, debias=False))]:
+        assert np.all(np.isfinite(run(factory(**({"learning_rate": 0.1} if factory in (adaptix.lion, adaptix.signum,
+                                                                                       adaptix.adamax, adaptix.adadelta)
+                                                 else {}), **kwargs))))
+
+
+def test_a_bias_corrected_decay_of_one_says_why():
+    with pytest.raises(ValueError, match=r"adam: b1 must be finite and in \[0, 1\), got 1.0 \(b1 = 1 makes the bias "
+                                         r"correction 1 - b1\^t zero\)"):
+        adaptix.adam(0.1, b1=1.0)
 
 
 # Bad *combinations* of valid values: (factory, kwargs, names and values the message must show).

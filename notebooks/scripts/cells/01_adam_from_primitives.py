@@ -2,7 +2,7 @@
 # # Adam from primitives
 #
 # Every adaptix optimizer is a short `chain(...)` of primitives. This notebook builds Adam from
-# its parts, shows why the chain hands every stage the raw gradient (`grad=`), and what changes
+# its parts, shows why the chain hands every stage the raw gradient (`chain_input=`), and what changes
 # when the parts are reordered: momentum of the raw vs the rescaled direction, where `eps` goes,
 # AdamW vs Adam+L2, and momentum before vs after the learning rate.
 #
@@ -61,7 +61,7 @@ print("max |adaptix chain - optax.adam| over 200 steps:", float(jnp.max(jnp.abs(
 #
 # In a plain sequential chain, `scale_by_rms` would measure the *output of the momentum stage*,
 # not the gradient. `optax.chain` does exactly that; `adaptix.chain` passes the entering gradient
-# as `grad=`, so statistic stages measure it while rescaling their input.
+# as `chain_input=`, so statistic stages measure it while rescaling their input.
 
 # %%
 plain = optax.chain(  # the same stages, but the RMS now measures the EMA, not g

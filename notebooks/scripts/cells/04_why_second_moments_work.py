@@ -66,8 +66,9 @@ h_of = np.diag(at_optimum.hessian)
 assert np.allclose(np.sort(h_of), h)
 lr = 1e-3
 _, state = run(adaptix.adam(lr), at_optimum, 1000)
-rms_state = state[1]  # chain(trace, scale_by_rms, bias_correction, lr): the second-moment stage
-v_hat = np.asarray(rms_state.nu) / (1 - 0.999 ** int(rms_state.count))
+# the second moment and the one step counter, found by name as in an Optax state
+nu, count = optax.tree_utils.tree_get(state, "nu"), optax.tree_utils.tree_get(state, "count")
+v_hat = np.asarray(nu) / (1 - 0.999 ** int(count))
 eff = lr / (np.sqrt(v_hat) + 1e-8)
 slope = np.polyfit(np.log(h_of), np.log(eff), 1)[0]
 print(f"fitted slope of log(α/√v̂) against log(h): {slope:.3f}  (Adam: -1/2, Newton: -1, SGD: 0)")
@@ -131,8 +132,9 @@ for name, opt in runs.items():
     k = np.polyfit(np.log(sigma), np.log(loss_i), 1)[0]
     a.loglog(sigma, loss_i, "o", ms=4, label=f"{name}: slope {k:.2f}")
     if "Adam" in name:
-        adam_state = st[0]  # chain(adam, diagnostics): adam's own chain state comes first
-        nu = np.asarray(adam_state[1].nu) / (1 - 0.999 ** int(adam_state[1].count))
+        # chain(adam, diagnostics): Adam's second moment and the chain's one step counter, by name
+        nu_raw, count = optax.tree_utils.tree_get(st, "nu"), optax.tree_utils.tree_get(st, "count")
+        nu = np.asarray(nu_raw) / (1 - 0.999 ** int(count))
         b.loglog(sigma, 0.01 / np.sqrt(nu), "o", ms=4, label="α/√v̂")
         b.loglog(sigma, 0.01 / sigma, "k:", lw=0.8, label="α/σ")
         b.legend(fontsize=8)

@@ -39,7 +39,7 @@ ETA, ALPHA = 1e-3, 0.1
 # %%
 v = jnp.asarray(np.geomspace(1e-12, 1e2, 200), jnp.float32)
 fp = adaptix.scale_by_posterior_variance_fp(ETA, ALPHA, decay=0.0, eps=0.0)
-s_fp = np.asarray(fp.update(jnp.ones_like(v), fp.init(v), grad=jnp.sqrt(v))[0])
+s_fp = np.asarray(fp.update(jnp.ones_like(v), fp.init(v), chain_input=jnp.sqrt(v))[0])
 plt.figure(figsize=(6, 3.4))
 plt.loglog(v, s_fp, lw=2, label="AdaBayes-FP")
 plt.loglog(v, np.full_like(v, ALPHA), "k:", lw=1, label="SGD: α")
@@ -70,7 +70,7 @@ def body(state, _):
 
 
 _, path = jax.lax.scan(body, filt.init(g), None, length=steps)
-s_target = np.asarray(fp.update(jnp.ones_like(g), fp.init(g), grad=g)[0])
+s_target = np.asarray(fp.update(jnp.ones_like(g), fp.init(g), chain_input=g)[0])
 plt.figure(figsize=(6, 3.4))
 for i, color in enumerate(plt.get_cmap("tab10").colors[: len(g)]):
     plt.loglog(np.arange(1, steps + 1), path[:, i], color=color, label=f"|g| = {float(g[i]):g}")
@@ -177,7 +177,7 @@ for k, (losses, acc, _) in results.items():
 
 # %%
 state = results["AdaBayes"][2]
-variance = np.asarray(state[2].variance["w"])  # chain(trace, bias_correction, posterior variance, ...)
+variance = np.asarray(optax.tree_utils.tree_get(state, "variance")["w"])  # the filter's posterior variance
 fig, ax = plt.subplots(figsize=(4.2, 3.6))
 im = ax.imshow(np.log10(variance[:, 0].reshape(side, side)), cmap="viridis")
 ax.set_title("log10 posterior variance, class-0 weights", fontsize=9)
