@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from adaptix import _validate as v
 from adaptix._base import (
@@ -54,10 +55,9 @@ from adaptix._scale import add_decayed_weights, scale
 
 
 def _check_positive(owner: str, name: str, value: Any) -> None:
-    """A concrete number > 0 (it enters the update nonlinearly, so it cannot be traced or scheduled)."""
-    if isinstance(value, jax.core.Tracer) or callable(value):
-        raise TypeError(f"{owner}: {name} must be a concrete number > 0 (not a schedule or a traced value), "
-                        f"got {value!r}.")
+    """A number > 0 (traced values are accepted; a schedule is not: the rate enters the filter's prior)."""
+    if callable(value) and not isinstance(value, (jax.Array, np.ndarray)):
+        raise TypeError(f"{owner}: {name} must be a number > 0, not a schedule, got {value!r}.")
     v.check_range(owner, name, value, 0.0, low_open=True)
 
 
@@ -140,7 +140,8 @@ def scale_by_posterior_variance(
     _check_positive(owner, "sgd_learning_rate", sgd_learning_rate)
     _check_batch_size(owner, batch_size)
     prior_variance = sgd_learning_rate / batch_size  # sigma^2, summed-loss units
-    decay = math.exp(-(learning_rate**2) / prior_variance)
+    exponent = -(learning_rate**2) / prior_variance
+    decay = math.exp(exponent) if isinstance(exponent, (int, float)) else jnp.exp(exponent)  # traced rates too
 
     def init(params):
         return ScaleByPosteriorVarianceState(variance=tree_real_full_like(params, sgd_learning_rate))
