@@ -357,12 +357,6 @@ def check_matches(tree: Any, reference: Any, owner: str, name: str = "updates",
             )
 
 
-def check_same_structure(tree: Any, other: Any, name: str, other_name: str) -> None:
-    """Raises ``ValueError`` naming both structures when two trees differ (``None`` leaves fit any leaf)."""
-    owner, _, name = name.rpartition(": ")
-    check_matches(tree, other, owner or "adaptix", name, other_name)
-
-
 def check_matches_state(updates: Updates, state_tree: Any, owner: str) -> None:
     """Raises ``ValueError`` when the updates do not fit the state's tree (structure, shapes).
 

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from adaptix._base import CHAIN_INPUT, CountedTransformation, Transformation, check_same_structure
+from adaptix._base import CHAIN_INPUT, CountedTransformation, Transformation, check_matches
 
 
 class PackedState(NamedTuple):
@@ -138,11 +138,11 @@ def packed(inner: optax.GradientTransformation, max_leaf_size: int = 65536) -> T
     def update(updates, state, params=None, **extra):
         layout = _Layout.of(updates, max_leaf_size)
         if params is not None:
-            check_same_structure(updates, params, "packed: updates", "params")
+            check_matches(updates, params, "packed", "updates", "params")
         packed_params = None if params is None else layout.pack(params)
         chain_input = extra.pop(CHAIN_INPUT, None)
         if passes_chain_input and chain_input is not None:
-            check_same_structure(chain_input, updates, "packed: chain_input", "updates")
+            check_matches(chain_input, updates, "packed", "chain_input", "updates")
             extra[CHAIN_INPUT] = layout.pack(chain_input)
         new_updates, inner_state = stage.update(layout.pack(updates), state.inner, packed_params, **extra)
         return layout.unpack(new_updates), PackedState(inner=inner_state)

@@ -10,7 +10,6 @@ import optax
 
 from adaptix import _validate as v
 from adaptix._base import (
-    EmptyState,
     ScalarOrSchedule,
     Transformation,
     check_matches,
@@ -169,9 +168,11 @@ def add_decayed_weights(
     if mask is not None:
         masked = optax.masked(optax.GradientTransformationExtraArgs(init_empty_state, update), mask)
 
-        def init(params):
+        def masked_init(params):
             _mask_tree(owner, mask, params)
             return masked.init(params)
+
+        init = masked_init
 
         def masked_update(updates, state, params=None, **extra):
             if params is not None:
