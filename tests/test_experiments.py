@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 import adaptix
-from adaptix.experiments import bias_correction, registry
-from adaptix.experiments import run as run_module
+from adaptix.experiments import optimizers, options, registry
 from adaptix.experiments.__main__ import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -91,10 +89,10 @@ def test_grid_search_records_grid_and_winner(tmp_path, monkeypatch):
 def test_tuning_grid_relative_to_the_default_rate(tmp_path):
     results = _run(tmp_path, "digits", "--epochs", "1", "--optimizers", "adam", "--tune", "--grid", "x0.1,x1")
     assert set(results["runs"][0]["grid"]) == {"0.001", "0.01"}  # digits' adam default is 1e-2
-    assert run_module.parse_grid("1e-3, 1e-2") == ((1e-3, 1e-2), False)
+    assert options.parse_grid("1e-3, 1e-2") == ((1e-3, 1e-2), False)
     for bad in ("x1,1e-3", "abc", "0,1", ""):
         with pytest.raises(ValueError, match="--grid"):
-            run_module.parse_grid(bad)
+            options.parse_grid(bad)
 
 
 def test_loss_every_downsamples_results_json(tmp_path):
@@ -111,14 +109,14 @@ def test_adam_without_bias_correction_first_step():
     import numpy as np
 
     for b1, b2 in ((0.0, 0.99), (0.9, 0.9999), (0.9, 0.999)):
-        opt = bias_correction.adam_without_bias_correction(1e-3, b1=b1, b2=b2, eps=0.0)
+        opt = optimizers.adam_without_bias_correction(1e-3, b1=b1, b2=b2, eps=0.0)
         g = jnp.array([2.0, -0.5])
         step, state = opt.update(g, opt.init(jnp.zeros(2)))
         np.testing.assert_allclose(step, -1e-3 * (1 - b1) / np.sqrt(1 - b2) * np.sign(g), rtol=1e-3)  # float32 1 - b2
         corrected = adaptix.adam(1e-3, b1=b1, b2=b2, eps=0.0)
         np.testing.assert_allclose(corrected.update(g, corrected.init(jnp.zeros(2)))[0], -1e-3 * np.sign(g), rtol=1e-3)
     # the command line's "adam-no-bias-correction" is the same chain at the default betas
-    named = registry.optimizer_factory("adam-no-bias-correction")(1e-3)
+    named = optimizers.optimizer_factory("adam-no-bias-correction")(1e-3)
     np.testing.assert_allclose(named.update(g, named.init(jnp.zeros(2)))[0], -1e-3 * 0.1 / np.sqrt(1e-3) * np.sign(g),
                                rtol=1e-3)
 
@@ -181,7 +179,8 @@ def test_logreg_imdb_quick_real_data(tmp_path):
 
 @needs_data
 def test_mlp_mnist_quick_real_data(tmp_path):
-    results = _run(tmp_path, "mlp-mnist", "--quick", "--data-dir", str(SHARED_DATA), "--optimizers", "adam,sgd-nesterov")
+    results = _run(tmp_path, "mlp-mnist", "--quick", "--data-dir", str(SHARED_DATA),
+                   "--optimizers", "adam,sgd-nesterov")
     for run in results["runs"]:
         assert run["epoch_test_accuracy"][-1] >= 0.85, (run["optimizer"], run["epoch_test_accuracy"])
 

@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 from adaptix.experiments import registry
-from adaptix.experiments.run import parse_grid, run_experiment, summary_table
+from adaptix.experiments.optimizers import parse_optimizers
+from adaptix.experiments.options import parse_grid
+from adaptix.experiments.run import run_experiment, summary_table
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         print(registry.describe())
         return 0
     try:
-        optimizers = registry.parse_optimizers(args.optimizers) if args.optimizers else None
+        optimizers = parse_optimizers(args.optimizers) if args.optimizers else None
         grid, grid_relative = parse_grid(args.grid) if args.grid else (None, False)
         out = args.out or Path("runs") / args.experiment
         results = run_experiment(

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -193,7 +194,8 @@ def noisy_quadratic(
     """
     p = quadratic(condition, angle, dim=dim, rotation=rotation, x0=x0)
     sigma = np.asarray(noise, np.float32)
-    if sigma.ndim > 1 or (sigma.ndim == 1 and sigma.shape[0] != dim) or np.any(~np.isfinite(sigma)) or np.any(sigma < 0):
+    wrong_shape = sigma.ndim > 1 or (sigma.ndim == 1 and sigma.shape[0] != dim)
+    if wrong_shape or np.any(~np.isfinite(sigma)) or np.any(sigma < 0):
         raise ValueError(f"noisy_quadratic: noise must be a finite float >= 0 or {dim} of them, got {noise!r}.")
     noise_value = float(sigma) if sigma.ndim == 0 else sigma
     return dataclasses.replace(p, name="noisy " + p.name, noise=noise_value)

@@ -1,67 +1,22 @@
-"""The experiments of Kingma & Ba (2015), section 6, and how optimizers are named on the command line."""
+"""The experiments of Kingma & Ba (2015), section 6: datasets, models, optimizers and step sizes."""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 
-import adaptix
-from adaptix.experiments import bias_correction, toys
 from adaptix.experiments import data as datasets
+from adaptix.experiments import toys, vae_bias_correction
 from adaptix.experiments.data import Data, Split
 from adaptix.experiments.models import CNN, MLP, LogisticRegression
-
-# Every adaptix alias can be named on the command line; these need more than a learning rate.
-SPECIAL_OPTIMIZERS: dict[str, Callable[[optax.ScalarOrSchedule], optax.GradientTransformation]] = {
-    "sgd-nesterov": lambda lr: adaptix.sgd(lr, momentum=0.9, nesterov=True),
-    "sgd-momentum": lambda lr: adaptix.sgd(lr, momentum=0.9),
-    # chain(trace(0.9, ema=True), scale_by_rms(0.999, 1e-8, eps_in_sqrt=False), scale_by_learning_rate(lr))
-    "adam-no-bias-correction": lambda lr: bias_correction.adam_without_bias_correction(lr),
-    # Adam with its moments stored in bfloat16 (arithmetic in float32): m only, and m and v.
-    "adam-bf16-mu": lambda lr: adaptix.adam(lr, mu_dtype=jnp.bfloat16),
-    "adam-bf16-mu-nu": lambda lr: adaptix.adam(lr, mu_dtype=jnp.bfloat16, nu_dtype=jnp.bfloat16),
-}
-ALIASES = (
-    "sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "amsgrad", "nadam", "nadamw",
-    "adamax", "radam", "lion", "sign_sgd", "signum", "rprop",
-)
-
-
-def optimizer_factory(name: str) -> Callable[[optax.ScalarOrSchedule], optax.GradientTransformation]:
-    """``learning_rate -> transformation`` for an alias name, a special name, or ``module:function``."""
-    if name in SPECIAL_OPTIMIZERS:
-        return SPECIAL_OPTIMIZERS[name]
-    if name in ALIASES:
-        alias = getattr(adaptix, name)
-        return lambda lr: alias(learning_rate=lr)
-    if ":" in name:
-        module_name, _, attr = name.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as err:
-            raise ValueError(f"cannot import the optimizer factory {name!r}: {err}") from err
-        return lambda lr: factory(learning_rate=lr)
-    known = ", ".join(sorted((*ALIASES, *SPECIAL_OPTIMIZERS)))
-    raise ValueError(f"unknown optimizer {name!r}; use one of {known}, or module:function")
-
-
-def parse_optimizers(spec: str) -> list[tuple[str, float | None]]:
-    """``"adam,adagrad@0.01,mymod:make"`` -> ``[("adam", None), ("adagrad", 0.01), ("mymod:make", None)]``."""
-    out = []
-    for item in filter(None, (s.strip() for s in spec.split(","))):
-        name, _, lr = item.partition("@")
-        optimizer_factory(name)  # fail early on a bad name
-        out.append((name, float(lr) if lr else None))
-    return out
+from adaptix.experiments.options import RunOptions
 
 
 @dataclass(frozen=True)
@@ -70,7 +25,8 @@ class Experiment:
 
     An experiment that is not "train each optimizer on one model" (the bias-correction grid, the
     toy landscapes) sets ``runner`` instead of ``load``/``model``: :func:`run.run_experiment`
-    hands it the command line's options and prints its results with ``summarize``.
+    hands it the command line's options as a :class:`~adaptix.experiments.options.RunOptions`
+    and prints its results with ``summarize``.
     """
 
     name: str
@@ -88,7 +44,7 @@ class Experiment:
     grid: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
     default_learning_rate: float = 1e-3
     uses_data: tuple[str, ...] = field(default=())
-    runner: Callable[..., dict] | None = None  # (experiment, **options) -> results; see run.run_experiment
+    runner: Callable[[Experiment, RunOptions], dict] | None = None  # -> results; see run.run_experiment
     summarize: Callable[[dict], str] | None = None  # results -> the table printed at the end
 
     def learning_rate(self, optimizer: str) -> float:
@@ -154,6 +110,7 @@ _MLP_MNIST = Experiment(
     uses_data=("mnist",),
 )
 
+#: The experiments by name, in the order ``adaptix-experiments list`` prints them.
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
     for e in [
@@ -212,12 +169,12 @@ EXPERIMENTS: dict[str, Experiment] = {
             name="bias-correction",
             description="Adam with vs without bias correction, VAE on MNIST, grid beta1 x beta2 x step size "
             "(section 6.4); --quick: a 2x2x2 grid, 150 iterations",
-            claim=bias_correction.CLAIM,
+            claim=vae_bias_correction.CLAIM,
             optimizers=("adam", "adam-no-bias-correction"),
             epochs=3,
             uses_data=("mnist",),
-            runner=bias_correction.run_experiment,
-            summarize=bias_correction.summary,
+            runner=vae_bias_correction.run_experiment,
+            summarize=vae_bias_correction.summary,
         ),
         Experiment(
             name="toys",
@@ -247,6 +204,7 @@ EXPERIMENTS: dict[str, Experiment] = {
 
 
 def get(name: str) -> Experiment:
+    """The experiment called ``name``; a ``ValueError`` that lists the known names otherwise."""
     try:
         return EXPERIMENTS[name]
     except KeyError:
@@ -254,9 +212,6 @@ def get(name: str) -> Experiment:
 
 
 def describe() -> str:
+    """One line per experiment, its name and description: what ``adaptix-experiments list`` prints."""
     width = max(map(len, EXPERIMENTS))
     return "\n".join(f"{e.name:<{width}}  {e.description}" for e in EXPERIMENTS.values())
-
-
-def finite_or_inf(x: float) -> float:
-    return x if math.isfinite(x) else math.inf

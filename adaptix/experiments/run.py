@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict
@@ -12,6 +11,9 @@ import numpy as np
 from flax import nnx
 
 from adaptix.experiments import registry
+from adaptix.experiments.optimizers import optimizer_factory
+from adaptix.experiments.options import RunOptions
+from adaptix.experiments.results import finite_or_inf, format_table, save
 from adaptix.experiments.train import History, train
 
 
@@ -28,23 +30,10 @@ def _tail_cost(history: History) -> float:
     return float(np.mean(tail))
 
 
-def parse_grid(spec: str) -> tuple[tuple[float, ...], bool]:
-    """``"1e-3,1e-2"`` -> absolute step sizes; ``"x0.3,x1,x3"`` -> factors of each optimizer's default rate."""
-    items = [s.strip() for s in spec.split(",") if s.strip()]
-    relative = [s.startswith("x") for s in items]
-    if not items or (any(relative) and not all(relative)):
-        raise ValueError(f"--grid takes step sizes (1e-3,1e-2) or factors of the default (x0.3,x1,x3), got {spec!r}")
-    try:
-        values = tuple(float(s[1:] if s.startswith("x") else s) for s in items)
-    except ValueError:
-        raise ValueError(f"--grid: cannot read {spec!r} as numbers") from None
-    if not all(math.isfinite(v) and v > 0 for v in values):
-        raise ValueError(f"--grid values must be positive, got {spec!r}")
-    return values, all(relative)
-
-
-def tuning_grid(experiment, name: str, grid: tuple[float, ...] | None = None, relative: bool = False) -> tuple[float, ...]:
-    """The step sizes tried for optimizer ``name``: the experiment's grid, an explicit one, or factors of its default."""
+def tuning_grid(experiment, name: str, grid: tuple[float, ...] | None = None,
+                relative: bool = False) -> tuple[float, ...]:
+    """The step sizes tried for optimizer ``name``: the experiment's grid, an explicit one, or factors of its
+    default."""
     if grid is None:
         return experiment.grid
     if relative:
@@ -58,11 +47,11 @@ def grid_search(experiment, data, name: str, *, epochs: int, seed: int, progress
     grid = experiment.grid if grid is None else grid
     scores = {}
     for lr in grid:
-        tx = registry.optimizer_factory(name)(experiment.schedule(lr))
+        tx = optimizer_factory(name)(experiment.schedule(lr))
         h = train(_fresh_model(experiment, data, seed), tx, data, name=name, learning_rate=lr, epochs=epochs,
                   batch_size=experiment.batch_size, l2=experiment.l2, seed=seed, evaluate_every_epoch=False,
                   progress=progress)
-        scores[f"{lr:g}"] = registry.finite_or_inf(_tail_cost(h))
+        scores[f"{lr:g}"] = finite_or_inf(_tail_cost(h))
     best = min(grid, key=lambda lr: scores[f"{lr:g}"])
     return best, scores
 
@@ -90,20 +79,28 @@ def run_experiment(
     ``loss_every=k`` stores in ``results.json`` the mean minibatch cost of each block of ``k``
     iterations instead of every iteration (``iteration_loss_every`` records ``k``), which keeps the
     file of a long run small; the plot is drawn from the full curve. The returned dict always holds
-    every iteration.
+    every iteration. An experiment with its own ``runner`` gets these options as a :class:`RunOptions`.
     """
     if loss_every < 1:
         raise ValueError(f"loss_every must be a positive integer, got {loss_every}")
     experiment = registry.get(name)
-    if experiment.runner is not None:
-        return experiment.runner(experiment, optimizers=optimizers, epochs=epochs, data_dir=data_dir, out=out,
-                                 seed=seed, quick=quick, tune=tune, tune_epochs=tune_epochs, progress=progress,
-                                 loss_every=loss_every, grid=grid, grid_relative=grid_relative)
+    options = RunOptions(optimizers=optimizers, epochs=epochs, data_dir=data_dir, out=out, seed=seed, quick=quick,
+                         tune=tune, tune_epochs=tune_epochs, progress=progress, loss_every=loss_every, grid=grid,
+                         grid_relative=grid_relative)
+    runner = experiment.runner if experiment.runner is not None else _compare
+    return runner(experiment, options)
+
+
+def _compare(experiment: registry.Experiment, options: RunOptions) -> dict:
+    """The runner of an experiment with a ``load`` and a ``model``: trains each optimizer on that model."""
+    optimizers = options.optimizers
     if optimizers is None:
         optimizers = [(o, None) for o in experiment.optimizers]
-    epochs = epochs if epochs is not None else (experiment.quick_epochs if quick else experiment.epochs)
+    quick, tune, seed, progress = options.quick, options.tune, options.seed, options.progress
+    epochs = options.epochs if options.epochs is not None else (experiment.quick_epochs if quick else experiment.epochs)
+    tune_epochs = options.tune_epochs or epochs
     t0 = time.perf_counter()
-    data = experiment.load(data_dir, quick)
+    data = experiment.load(options.data_dir, quick)
     load_seconds = time.perf_counter() - t0
 
     runs = []
@@ -111,12 +108,12 @@ def run_experiment(
         scores, tune_seconds = None, None
         if lr is None and tune:
             t_tune = time.perf_counter()
-            lr, scores = grid_search(experiment, data, opt_name, epochs=tune_epochs or epochs, seed=seed,
-                                     progress=progress, grid=tuning_grid(experiment, opt_name, grid, grid_relative))
+            lr, scores = grid_search(experiment, data, opt_name, epochs=tune_epochs, seed=seed, progress=progress,
+                                     grid=tuning_grid(experiment, opt_name, options.grid, options.grid_relative))
             tune_seconds = time.perf_counter() - t_tune
         elif lr is None:
             lr = experiment.learning_rate(opt_name)
-        tx = registry.optimizer_factory(opt_name)(experiment.schedule(lr))
+        tx = optimizer_factory(opt_name)(experiment.schedule(lr))
         history = train(_fresh_model(experiment, data, seed), tx, data, name=opt_name, learning_rate=lr,
                         epochs=epochs, batch_size=experiment.batch_size, l2=experiment.l2, seed=seed,
                         progress=progress)
@@ -134,7 +131,7 @@ def run_experiment(
         "epochs": epochs,
         "batch_size": experiment.batch_size,
         "l2": experiment.l2,
-        "tune_epochs": (tune_epochs or epochs) if tune else None,
+        "tune_epochs": tune_epochs if tune else None,
         "step_size_decay": "alpha/sqrt(t)" if experiment.decay_sqrt else "constant",
         "train_size": len(data.train),
         "test_size": len(data.test),
@@ -142,62 +139,7 @@ def run_experiment(
         "wall_seconds": time.perf_counter() - t0,  # loading, tuning, training and evaluation
         "runs": runs,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    write_results(results, out / "results.json", loss_every=loss_every)
-    plot(results, out / f"{experiment.name}.png")
-    return results
-
-
-def downsample(losses: list[float], every: int) -> list[float]:
-    """Mean of each block of ``every`` consecutive values (the last block may be shorter)."""
-    if every <= 1:
-        return list(losses)
-    v = np.asarray(losses, dtype=float)
-    return [float(v[i : i + every].mean()) for i in range(0, len(v), every)]
-
-
-def write_results(results: dict, path: Path, *, loss_every: int = 1) -> None:
-    """``results.json``, with per-iteration curves reduced to block means of ``loss_every`` iterations."""
-    stored = dict(results)
-    stored["runs"] = []
-    for r in results["runs"]:
-        r = dict(r)
-        if loss_every > 1:
-            r["iteration_loss"] = downsample(r["iteration_loss"], loss_every)
-            r["iteration_loss_every"] = loss_every
-        stored["runs"].append(r)
-    write_json(stored, path)
-
-
-def _clean(obj):
-    """Non-finite floats (diverged runs) -> None; floats rounded to 7 significant digits (float32 precision)."""
-    if isinstance(obj, (float, np.floating)):
-        return float(f"{obj:.7g}") if math.isfinite(obj) else None
-    if isinstance(obj, (np.integer, np.bool_)):
-        return obj.item()
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [_clean(v) for v in obj]
-    return obj
-
-
-def _dumps(obj, level: int = 0) -> str:
-    """JSON with one key per line, but lists of numbers (and of lists of numbers) on one line."""
-    pad, inner = " " * level, " " * (level + 1)
-    if isinstance(obj, dict):
-        if not obj:
-            return "{}"
-        items = [f"{inner}{json.dumps(k)}: {_dumps(v, level + 1)}" for k, v in obj.items()]
-        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
-    if isinstance(obj, list) and obj and any(isinstance(v, dict) for v in obj):
-        return "[\n" + ",\n".join(inner + _dumps(v, level + 1) for v in obj) + "\n" + pad + "]"
-    return json.dumps(obj, allow_nan=False, separators=(",", ":") if isinstance(obj, list) else None)
-
-
-def write_json(results: dict, path: Path) -> None:
-    """Strict JSON: a non-finite number (a diverged run) is written as ``null``; curves on one line each."""
-    path.write_text(_dumps(_clean(results)) + "\n")
+    return save(results, options.out, plot, loss_every=options.loss_every)
 
 
 def summary_table(results: dict) -> str:
@@ -210,13 +152,9 @@ def summary_table(results: dict) -> str:
         cost = "diverged" if r["diverged"] else f"{r['epoch_train_loss'][-1]:.4f}"
         acc = f"{r['epoch_test_accuracy'][-1]:.4f}" if r["epoch_test_accuracy"] else "-"
         rows.append((r["optimizer"], f"{r['learning_rate']:g}", cost, acc, f"{r['seconds']:.1f}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-             for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
     head = (f"{results['experiment']}: {results['train_size']} train / {results['test_size']} test examples, "
             f"{results['epochs']} epochs, batch {results['batch_size']}, seed {results['seed']}")
-    return head + "\n" + "\n".join(lines)
+    return head + "\n" + format_table(rows)
 
 
 def _smooth(values: list[float], window: int) -> np.ndarray:

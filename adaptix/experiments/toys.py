@@ -2,9 +2,9 @@
 
 Runs each chosen optimizer on the landscapes of :mod:`adaptix.experiments.landscapes`: an
 ill-conditioned quadratic, Rosenbrock's valley, the saddle ``x^2 - y^2`` and a quadratic with
-noisy gradients. Each optimizer's step size is picked per landscape from a small log grid (the
-see :func:`score`; all grid points run at once under ``jax.vmap``, so this
-costs one compilation per optimizer and landscape), unless the command line fixes it
+noisy gradients. Each optimizer's step size is picked per landscape from a small log grid: the
+one with the best :func:`score` (all grid points run at once under ``jax.vmap``, so this costs
+one compilation per optimizer and landscape), unless the command line fixes it
 (``adam@0.05``). The figure shows the trajectories on contour plots and the loss against steps.
 """
 
@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from adaptix.experiments import landscapes
+from adaptix.experiments.optimizers import optimizer_factory
+from adaptix.experiments.options import RunOptions
+from adaptix.experiments.results import format_table, save
 
 CLAIM = ("Not a claim of the paper, a quick look: the per-coordinate methods (AdaGrad, RMSProp, Adam) leave the "
          "saddle within a few steps where SGD lingers near it")
@@ -73,9 +76,6 @@ def run(*, optimizers: list[tuple[str, float | None]] | None = None, out: Path =
     """Runs every optimizer on every landscape; writes ``results.json`` and ``toys.png`` to ``out``."""
     from tqdm.auto import tqdm
 
-    from adaptix.experiments import registry
-    from adaptix.experiments.run import write_json
-
     t0 = time.perf_counter()
     optimizers = optimizers or [(name, None) for name in OPTIMIZERS]
     steps = steps or (QUICK_STEPS if quick else STEPS)
@@ -92,7 +92,7 @@ def run(*, optimizers: list[tuple[str, float | None]] | None = None, out: Path =
                      "runs": []}
             for name, lr in optimizers:
                 start = time.perf_counter()
-                factory = registry.optimizer_factory(name)
+                factory = optimizer_factory(name)
                 rates = (lr,) if lr is not None else grid
                 xs = _trajectories(factory, problem, rates, steps, seed)
                 losses = [np.asarray(landscapes.losses(problem, x), np.float64) for x in xs]
@@ -110,34 +110,26 @@ def run(*, optimizers: list[tuple[str, float | None]] | None = None, out: Path =
                 bar.update()
             results["landscapes"].append(entry)
     results["wall_seconds"] = time.perf_counter() - t0
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(results, out / "results.json")
-    plot(results, out / "toys.png")
-    return results
+    return save(results, out, plot)
 
 
-def run_experiment(experiment, *, optimizers=None, epochs=None, data_dir=None, out=Path("runs/toys"), seed=0,
-                   quick=False, tune=False, tune_epochs=None, progress=None, loss_every=1, grid=None,
-                   grid_relative=False) -> dict:
-    """The command line's entry point; ``--epochs`` is the number of steps here."""
-    del experiment, data_dir, tune, tune_epochs, loss_every, grid_relative  # always tuned; no data
-    if grid:
+def run_experiment(experiment, options: RunOptions) -> dict:
+    """The command line's entry point; ``--epochs`` is the number of steps here (always tuned; no data)."""
+    del experiment
+    if options.grid:
         raise ValueError("toys picks each step size from its own grid; give one with --optimizers adam@0.05")
-    return run(optimizers=optimizers, out=out, seed=seed, quick=quick, steps=epochs, progress=progress)
+    return run(optimizers=options.optimizers, out=options.out, seed=options.seed, quick=options.quick,
+               steps=options.epochs, progress=options.progress)
 
 
 def summary(results: dict) -> str:
     """Step size and final loss per landscape and optimizer."""
     names = [r["optimizer"] for r in results["landscapes"][0]["runs"]]
-    head = ["landscape", *names]
-    rows = [head]
+    rows = [["landscape", *names]]
     for entry in results["landscapes"]:
         rows.append([entry["name"], *(f"{r['final_loss']:.3g} (lr {r['learning_rate']:g})" for r in entry["runs"])])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
     return (f"toys: final loss after {results['steps']} steps (step size picked from {results['grid']})\n"
-            + "\n".join(lines))
+            + format_table(rows))
 
 
 def plot(results: dict, path: Path) -> None:

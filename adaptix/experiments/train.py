@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from functools import partial
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from functools import partial
 
 import jax
 import jax.numpy as jnp

@@ -48,37 +48,17 @@ from tqdm.auto import tqdm
 import adaptix
 from adaptix.experiments import data as datasets
 from adaptix.experiments.models import VAE
+from adaptix.experiments.optimizers import adam_without_bias_correction
+from adaptix.experiments.options import RunOptions
+from adaptix.experiments.results import format_table, save
 
-CLAIM = "Without bias correction, beta2 close to 1 (0.9999) becomes unstable early; with it, Adam is stable for every beta2"
+CLAIM = ("Without bias correction, beta2 close to 1 (0.9999) becomes unstable early; with it, Adam is stable for "
+         "every beta2")
 DESCRIPTION = "Adam with vs without bias correction, VAE on MNIST, grid beta1 x beta2 x step size (section 6.4)"
 
 
-def adam_without_bias_correction(
-    learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
-) -> adaptix.Transformation:
-    r"""Adam with neither moment debiased: ``m_t / (sqrt(v_t) + eps)`` times ``-lr``.
-
-    .. math::
-
-        m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
-        v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \quad
-        p_t = p_{t-1} - \eta\, \frac{m_t}{\sqrt{v_t} + \epsilon}.
-
-    Example:
-      >>> import jax.numpy as jnp, numpy as np
-      >>> opt = adam_without_bias_correction(0.1, b1=0.0, b2=0.99)
-      >>> np.asarray(opt.update(jnp.array([5.0]), opt.init(jnp.zeros(1)))[0]).round(4)  # -lr / sqrt(1 - b2)
-      array([-1.], dtype=float32)
-    """
-    return adaptix.chain(
-        adaptix.trace(b1, ema=True),
-        adaptix.scale_by_rms(b2, eps, eps_in_sqrt=False, bias_correction=False),
-        adaptix.scale_by_learning_rate(learning_rate),
-    )
-
-
 def make_optimizer(corrected: bool, learning_rate, b1, b2, eps: float = 1e-8) -> adaptix.Transformation:
-    """``adaptix.adam`` (``corrected``) or :func:`adam_without_bias_correction`."""
+    """``adaptix.adam`` (``corrected``) or :func:`~adaptix.experiments.optimizers.adam_without_bias_correction`."""
     if corrected:
         return adaptix.adam(learning_rate, b1=b1, b2=b2, eps=eps)
     return adam_without_bias_correction(learning_rate, b1=b1, b2=b2, eps=eps)
@@ -102,6 +82,11 @@ class Budget:
     def size(self) -> int:
         return len(self.beta1) * len(self.beta2) * len(self.step_sizes)
 
+    @property
+    def points(self) -> list[tuple[float, float, float]]:
+        """The grid's ``(beta1, beta2, step size)`` points, beta2 slowest, the step size fastest."""
+        return [(b1, b2, lr) for b2 in self.beta2 for b1 in self.beta1 for lr in self.step_sizes]
+
 
 def _log_grid(lo: float, hi: float, n: int) -> tuple[float, ...]:
     return tuple(float(f"{v:.3g}") for v in np.logspace(lo, hi, n))
@@ -122,13 +107,14 @@ def _train_variant(corrected: bool, budget: Budget, x_train: np.ndarray, *, seed
     traced arguments, so the variant compiles once. (Running the grid points one after the other
     was three times faster on a 2-core CPU than ``jax.vmap`` over them.)
     """
-    grid = [(b1, b2, lr) for b2 in budget.beta2 for b1 in budget.beta1 for lr in budget.step_sizes]
+    grid = budget.points
     model = VAE(x_train.shape[1], hidden=budget.hidden, latent=budget.latent, rngs=nnx.Rngs(params=seed))
     graphdef, params0 = nnx.split(model)
     steps_per_epoch = len(x_train) // budget.batch_size
     rng = np.random.default_rng(seed)
     epochs = -(-budget.late // steps_per_epoch)
-    order = np.concatenate([rng.permutation(len(x_train))[: steps_per_epoch * budget.batch_size] for _ in range(epochs)])
+    used = steps_per_epoch * budget.batch_size  # whole batches of each epoch's permutation
+    order = np.concatenate([rng.permutation(len(x_train))[:used] for _ in range(epochs)])
     batches = jnp.asarray(order[: budget.late * budget.batch_size].reshape(budget.late, budget.batch_size), jnp.int32)
     x_device = jnp.asarray(x_train)
     noise_key = jax.random.key(seed + 1)
@@ -224,8 +210,6 @@ def run(*, data_dir: Path | None = None, out: Path = Path("runs/bias-correction"
     ``epochs`` replaces the late budget (``epochs`` passes over the training images); the early
     checkpoint stays at one epoch (or the quick budget's), capped at the late one.
     """
-    from adaptix.experiments.run import write_json
-
     budget = QUICK if quick else FULL
     t0 = time.perf_counter()
     mnist = datasets.load_mnist(data_dir)
@@ -241,7 +225,7 @@ def run(*, data_dir: Path | None = None, out: Path = Path("runs/bias-correction"
     every = loss_every if loss_every and loss_every > 1 else max(1, budget.late // 250)
 
     runs, timing = [], {"load": load_seconds}
-    grid = [(b1, b2, lr) for b2 in budget.beta2 for b1 in budget.beta1 for lr in budget.step_sizes]
+    grid = budget.points
     initial = None
     disable = None if progress is None else not progress  # None: only on a terminal
     bar = tqdm(total=2 * len(grid), desc="bias-correction grid points", disable=disable, leave=False)
@@ -281,24 +265,19 @@ def run(*, data_dir: Path | None = None, out: Path = Path("runs/bias-correction"
     results["verdict"] = {c: verdict(runs, budget.beta2, c) for c in ("early", "late")}
     results["claim_holds"] = results["verdict"]["early"]["claim_holds"]
     results["wall_seconds"] = time.perf_counter() - t0
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(results, out / "results.json")
-    plot(results, out / "bias-correction.png")
-    return results
+    return save(results, out, plot)
 
 
-def run_experiment(experiment, *, optimizers=None, epochs=None, data_dir=None, out=Path("runs/bias-correction"),
-                   seed=0, quick=False, tune=False, tune_epochs=None, progress=None, loss_every=1, grid=None,
-                   grid_relative=False) -> dict:
+def run_experiment(experiment, options: RunOptions) -> dict:
     """The command line's entry point (see ``registry.Experiment.runner``)."""
-    del experiment, tune_epochs, grid_relative
-    if optimizers:
+    del experiment
+    if options.optimizers:
         raise ValueError("bias-correction compares adaptix.adam with and without bias correction over its own "
                          "grid of beta1, beta2 and step sizes; --optimizers does not apply")
-    if tune or grid:
+    if options.tune or options.grid:
         raise ValueError("bias-correction runs its own grid of step sizes; --tune and --grid do not apply")
-    return run(data_dir=data_dir, out=out, seed=seed, quick=quick, epochs=epochs, progress=progress,
-               loss_every=loss_every)
+    return run(data_dir=options.data_dir, out=options.out, seed=options.seed, quick=options.quick,
+               epochs=options.epochs, progress=options.progress, loss_every=options.loss_every)
 
 
 def from_json(results: dict) -> dict:
@@ -319,18 +298,14 @@ def summary(results: dict) -> str:
     def cell(v: float) -> str:
         return "diverged" if not math.isfinite(v) else f"{v:.1f}"
 
-    head = ["beta2", "beta1", "step size", "early: with", "without", "late: with", "without"]
-    rows = [head]
+    rows = [["beta2", "beta1", "step size", "early: with", "without", "late: with", "without"]]
     for b2 in results["beta2"]:
         for b1 in results["beta1"]:
             for lr in results["step_sizes"]:
                 w, wo = by_key[(b1, b2, lr, True)], by_key[(b1, b2, lr, False)]
                 rows.append([f"{b2:g}", f"{b1:g}", f"{lr:.3g}", cell(w["loss"]["early"]), cell(wo["loss"]["early"]),
                              cell(w["loss"]["late"]), cell(wo["loss"]["late"])])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    table = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
-    table.insert(1, "  ".join("-" * w for w in widths))
-    lines += table
+    lines.append(format_table(rows, left_columns=0))
     for c, v in results["verdict"].items():
         per = ", ".join(f"beta2={b2}: {d['worse']}/{d['points']} worse" for b2, d in v["per_beta2"].items())
         lines.append(f"{c}: grid points where no correction is > {v['factor']:g}x worse: {per}")

@@ -1,0 +1,79 @@
+"""How optimizers are named on the command line: adaptix aliases, a few special names, ``module:function``."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+import jax.numpy as jnp
+import optax
+
+import adaptix
+
+
+def adam_without_bias_correction(
+    learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+) -> adaptix.Transformation:
+    r"""Adam with neither moment debiased: ``m_t / (sqrt(v_t) + eps)`` times ``-lr``.
+
+    .. math::
+
+        m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
+        v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \quad
+        p_t = p_{t-1} - \eta\, \frac{m_t}{\sqrt{v_t} + \epsilon}.
+
+    Example:
+      >>> import jax.numpy as jnp, numpy as np
+      >>> opt = adam_without_bias_correction(0.1, b1=0.0, b2=0.99)
+      >>> np.asarray(opt.update(jnp.array([5.0]), opt.init(jnp.zeros(1)))[0]).round(4)  # -lr / sqrt(1 - b2)
+      array([-1.], dtype=float32)
+    """
+    return adaptix.chain(
+        adaptix.trace(b1, ema=True),
+        adaptix.scale_by_rms(b2, eps, eps_in_sqrt=False, bias_correction=False),
+        adaptix.scale_by_learning_rate(learning_rate),
+    )
+
+
+# Every adaptix alias can be named on the command line; these need more than a learning rate.
+SPECIAL_OPTIMIZERS: dict[str, Callable[[optax.ScalarOrSchedule], optax.GradientTransformation]] = {
+    "sgd-nesterov": lambda lr: adaptix.sgd(lr, momentum=0.9, nesterov=True),
+    "sgd-momentum": lambda lr: adaptix.sgd(lr, momentum=0.9),
+    # chain(trace(0.9, ema=True), scale_by_rms(0.999, 1e-8, eps_in_sqrt=False), scale_by_learning_rate(lr))
+    "adam-no-bias-correction": adam_without_bias_correction,
+    # Adam with its moments stored in bfloat16 (arithmetic in float32): m only, and m and v.
+    "adam-bf16-mu": lambda lr: adaptix.adam(lr, mu_dtype=jnp.bfloat16),
+    "adam-bf16-mu-nu": lambda lr: adaptix.adam(lr, mu_dtype=jnp.bfloat16, nu_dtype=jnp.bfloat16),
+}
+ALIASES = (
+    "sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "amsgrad", "nadam", "nadamw",
+    "adamax", "radam", "lion", "sign_sgd", "signum", "rprop",
+)
+
+
+def optimizer_factory(name: str) -> Callable[[optax.ScalarOrSchedule], optax.GradientTransformation]:
+    """``learning_rate -> transformation`` for an alias name, a special name, or ``module:function``."""
+    if name in SPECIAL_OPTIMIZERS:
+        return SPECIAL_OPTIMIZERS[name]
+    if name in ALIASES:
+        alias = getattr(adaptix, name)
+        return lambda lr: alias(learning_rate=lr)
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"cannot import the optimizer factory {name!r}: {err}") from err
+        return lambda lr: factory(learning_rate=lr)
+    known = ", ".join(sorted((*ALIASES, *SPECIAL_OPTIMIZERS)))
+    raise ValueError(f"unknown optimizer {name!r}; use one of {known}, or module:function")
+
+
+def parse_optimizers(spec: str) -> list[tuple[str, float | None]]:
+    """``"adam,adagrad@0.01,mymod:make"`` -> ``[("adam", None), ("adagrad", 0.01), ("mymod:make", None)]``."""
+    out = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        name, _, lr = item.partition("@")
+        optimizer_factory(name)  # fail early on a bad name
+        out.append((name, float(lr) if lr else None))
+    return out
