@@ -14,10 +14,9 @@ import jax
 from adaptix import _validate as v
 from adaptix._base import ScalarOrSchedule, Transformation
 from adaptix._combine import chain
-from adaptix._correction import bias_correction
-from adaptix._delta import scale_by_rprop, scale_by_update_rms
-from adaptix._momentum import ema, lion_momentum, nesterov_ema, trace
-from adaptix._moments import (
+from adaptix._first_moment import bias_correction, ema, lion_momentum, nesterov_ema, trace
+from adaptix._scale import add_decayed_weights, scale, scale_by_learning_rate, scale_by_sign
+from adaptix._second_moment import (
     scale_by_inf_norm,
     scale_by_max_rms,
     scale_by_rectified_rms,
@@ -25,7 +24,7 @@ from adaptix._moments import (
     scale_by_rss,
     scale_by_stddev,
 )
-from adaptix._scale import add_decayed_weights, scale, scale_by_learning_rate, scale_by_sign
+from adaptix._step_size import scale_by_rprop, scale_by_update_rms
 
 
 def _check_adam_family(owner, learning_rate, b1, b2, eps, eps_root, mu_dtype=None, nu_dtype=None):
@@ -147,6 +146,7 @@ def adagrad(
     v.check_rate(owner, "learning_rate", learning_rate)
     v.check_nonnegative(owner, "initial_accumulator_value", initial_accumulator_value)
     v.check_nonnegative(owner, "eps", eps)
+    v.check_bool(owner, "eps_in_sqrt", eps_in_sqrt)
     return chain(
         scale_by_rss(initial_accumulator_value, eps, eps_in_sqrt=eps_in_sqrt),
         scale_by_learning_rate(learning_rate),
@@ -200,6 +200,7 @@ def rmsprop(
     v.check_nonnegative(owner, "initial_scale", initial_scale)
     v.check_bool(owner, "centered", centered)
     v.check_bool(owner, "nesterov", nesterov)
+    v.check_bool(owner, "eps_in_sqrt", eps_in_sqrt)
     if momentum is not None:
         v.check_decay(owner, "momentum", momentum)
     elif nesterov:
@@ -284,7 +285,8 @@ def adam(
     Example:
       >>> import jax.numpy as jnp, numpy as np, adaptix
       >>> opt = adaptix.adam(0.1)
-      >>> np.asarray(opt.update(jnp.array([5.0, -1e-3]), opt.init(jnp.zeros(2)))[0]).round(4)  # first step: -lr * sign(g)
+      >>> u, _ = opt.update(jnp.array([5.0, -1e-3]), opt.init(jnp.zeros(2)))
+      >>> np.asarray(u).round(4)  # the first step is -lr * sign(g)
       array([-0.1,  0.1], dtype=float32)
 
     Note:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax.numpy as jnp
 
@@ -39,7 +40,8 @@ def _check_kappa(owner: str, kappa: Any) -> float:
         raise TypeError(f"{owner}: kappa (the batch-size ratio) must be a real number, got {kappa!r}.")
     k = float(kappa)
     if not (math.isfinite(k) and k > 0):
-        raise ValueError(f"{owner}: kappa (the batch-size ratio new/old) must be finite and in (0, inf), got {kappa!r}.")
+        raise ValueError(f"{owner}: kappa (the batch-size ratio new/old) must be finite and in (0, inf), "
+                         f"got {kappa!r}.")
     return k
 
 

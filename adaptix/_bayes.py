@@ -25,45 +25,20 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 
 from adaptix import _validate as v
-from adaptix._base import (
-    Transformation,
-    abs_sq,
-    as_stored,
-    cast_like,
-    cast_to_result,
-    check_matches_state,
-    counted,
-    debias,
-    ema_of_squares,
-    map_state,
-    map_updates,
-    measured,
-    stage,
-    tree_real_full_like,
-    widened,
-)
+from adaptix._accumulators import debias, ema_of_squares_rule, update_moment
+from adaptix._base import Transformation, counted, stage
 from adaptix._combine import chain
-from adaptix._correction import bias_correction
-from adaptix._momentum import trace
+from adaptix._first_moment import bias_correction, trace
 from adaptix._scale import add_decayed_weights, scale
-
-
-
-def _check_positive(owner: str, name: str, value: Any) -> None:
-    """A number > 0 (traced values are accepted; a schedule is not: the rate enters the filter's prior)."""
-    if callable(value) and not isinstance(value, (jax.Array, np.ndarray)):
-        raise TypeError(f"{owner}: {name} must be a number > 0, not a schedule, got {value!r}.")
-    v.check_range(owner, name, value, 0.0, low_open=True)
+from adaptix._tree import abs_sq, cast_to_result, check_matches_state, map_updates, measured, tree_real_full_like
 
 
 def _check_batch_size(owner: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 1):
-        raise ValueError(f"{owner}: batch_size must be finite and in [1, inf), got {value!r}.")
+    """The batch size enters the filter's likelihood: a number ``>= 1`` (not necessarily an integer)."""
+    v.check_range(owner, "batch_size", value, 1.0)
 
 
 def implied_weight_decay(learning_rate: float, sgd_learning_rate: float, batch_size: float = 1) -> float:
@@ -136,8 +111,8 @@ def scale_by_posterior_variance(
       https://arxiv.org/abs/1807.07540
     """
     owner = "scale_by_posterior_variance"
-    _check_positive(owner, "learning_rate", learning_rate)
-    _check_positive(owner, "sgd_learning_rate", sgd_learning_rate)
+    v.check_positive(owner, "learning_rate", learning_rate)
+    v.check_positive(owner, "sgd_learning_rate", sgd_learning_rate)
     _check_batch_size(owner, batch_size)
     prior_variance = sgd_learning_rate / batch_size  # sigma^2, summed-loss units
     exponent = -(learning_rate**2) / prior_variance
@@ -156,9 +131,9 @@ def scale_by_posterior_variance(
             prior = decay * s + sgd_learning_rate * (1.0 - decay)
             return 1.0 / (1.0 / prior + batch_size * abs_sq(x))
 
-        variance = map_state(lambda x, s: step(x, widened(s, x)), g, state.variance)
+        variance, stored = update_moment(lambda s, x: step(x, s), g, state.variance)
         out = map_updates(lambda u, s, old: cast_to_result(u * s, u, old), updates, variance, state.variance)
-        return out, ScaleByPosteriorVarianceState(cast_like(variance, state.variance))
+        return out, ScaleByPosteriorVarianceState(stored)
 
     return stage(owner, init, update)
 
@@ -214,8 +189,8 @@ def scale_by_posterior_variance_fp(
       https://arxiv.org/abs/1807.07540
     """
     owner = "scale_by_posterior_variance_fp"
-    _check_positive(owner, "learning_rate", learning_rate)
-    _check_positive(owner, "sgd_learning_rate", sgd_learning_rate)
+    v.check_positive(owner, "learning_rate", learning_rate)
+    v.check_positive(owner, "sgd_learning_rate", sgd_learning_rate)
     v.check_debiased_decay(owner, "decay", decay)
     v.check_nonnegative(owner, "eps", eps)
     half_precision = 0.5 / sgd_learning_rate  # 1 / (2 alpha)
@@ -228,14 +203,14 @@ def scale_by_posterior_variance_fp(
         del params, extra
         g = measured(updates, chain_input, owner)
         check_matches_state(g, state.nu, owner)
-        nu = as_stored(map_state(lambda x, n: ema_of_squares(n, x, decay), g, state.nu), state.nu)
+        nu, stored = update_moment(ema_of_squares_rule(decay), g, state.nu)
 
         def scale_of(n):
             nu_hat = debias(n, decay, chain_step)
             return 1.0 / (half_precision + jnp.sqrt(half_precision**2 + (nu_hat + eps) * inv_eta2))
 
         out = map_updates(lambda u, n, old: cast_to_result(u * scale_of(n), u, old), updates, nu, state.nu)
-        return out, ScaleByPosteriorVarianceFpState(nu=cast_like(nu, state.nu))
+        return out, ScaleByPosteriorVarianceFpState(nu=stored)
 
     return counted(owner, init, update)
 
@@ -293,8 +268,8 @@ def adabayes(
       Aitchison, 2020, AdaBayes, https://arxiv.org/abs/1807.07540
     """
     owner = "adabayes"
-    _check_positive(owner, "learning_rate", learning_rate)
-    _check_positive(owner, "sgd_learning_rate", sgd_learning_rate)
+    v.check_positive(owner, "learning_rate", learning_rate)
+    v.check_positive(owner, "sgd_learning_rate", sgd_learning_rate)
     v.check_debiased_decay(owner, "b1", b1)
     _check_batch_size(owner, batch_size)
     wd = _weight_decay(owner, weight_decay, learning_rate, sgd_learning_rate, batch_size)
@@ -351,8 +326,8 @@ def adabayes_fp(
       Aitchison, 2020, AdaBayes-FP, https://arxiv.org/abs/1807.07540
     """
     owner = "adabayes_fp"
-    _check_positive(owner, "learning_rate", learning_rate)
-    _check_positive(owner, "sgd_learning_rate", sgd_learning_rate)
+    v.check_positive(owner, "learning_rate", learning_rate)
+    v.check_positive(owner, "sgd_learning_rate", sgd_learning_rate)
     v.check_debiased_decay(owner, "b1", b1)
     v.check_debiased_decay(owner, "b2", b2)
     v.check_nonnegative(owner, "eps", eps)

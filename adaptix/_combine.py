@@ -13,11 +13,11 @@ from adaptix._base import (
     CHAIN_STEP,
     CountedTransformation,
     Transformation,
-    check_matches,
     counted,
     init_stage,
     missing_state_error,
 )
+from adaptix._tree import check_matches
 
 
 def chain(*transforms: optax.GradientTransformation) -> Transformation:

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from adaptix._base import check_matches
+from adaptix._tree import check_matches
 
 # Optax's name -> adaptix's, where they differ.
 _CANONICAL = {"e_g": "nu"}
@@ -193,7 +193,8 @@ def from_optax(optax_state: Any, tx: optax.GradientTransformation, params: Any, 
       >>> opt = optax.adam(1e-2)
       >>> state = opt.update({"w": jnp.ones(3)}, opt.init(params), params)[1]
       >>> ours = adaptix.from_optax(state, adaptix.adam(1e-2), params, optax_tx=opt)
-      >>> int(optax.tree_utils.tree_get(ours, "count")), bool((optax.tree_utils.tree_get(ours, "mu")["w"] == state[0].mu["w"]).all())
+      >>> mu = optax.tree_utils.tree_get(ours, "mu")["w"]
+      >>> int(optax.tree_utils.tree_get(ours, "count")), bool((mu == state[0].mu["w"]).all())
       (1, True)
     """
     state = _convert(optax_state, tx.init(params), "from_optax", "Optax", "adaptix")

@@ -17,19 +17,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from adaptix import _validate as v
-from adaptix._base import (
-    CountedTransformation,
+from adaptix._accumulators import debias, ema_of_squares_rule, ema_rule, power, scalar_dtype, update_moment
+from adaptix._base import CountedTransformation, counted
+from adaptix._tree import (
     abs_sq,
     cast_like,
     check_matches,
     check_matches_state,
-    counted,
-    ema_of,
-    ema_of_squares,
+    is_none,
     measured,
-    power,
     real_dtype_of,
-    scalar_dtype,
     tree_real_full_like,
     tree_zeros_like,
 )
@@ -71,11 +68,6 @@ class DiagnosticsState(NamedTuple):
     snr: Any
     effective_lr: Any
     history: Any
-
-
-def _check_count(owner: str, name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{owner}: {name} must be an int in [0, inf), got {value!r}.")
 
 
 def _wide(x: jax.Array) -> jax.Array:
@@ -141,6 +133,98 @@ def _total(values: list) -> jax.Array:
 
 def _largest(values: list) -> jax.Array:
     return jnp.max(jnp.stack(values)) if values else jnp.zeros([], jnp.float32)
+
+
+def _sampled_zeros(params: Any, tracked: int | None, *, real: bool) -> Any:
+    """Zero EMAs of the tracked coordinates of each leaf (real ones for the second moment)."""
+    stride = _stride(params, tracked)
+    if stride == 1:
+        return tree_real_full_like(params, 0.0) if real else tree_zeros_like(params)
+
+    def zeros(p):
+        dtype = real_dtype_of(jnp.result_type(p)) if real else jnp.result_type(p)
+        return jnp.zeros([_picked_size(p, stride)], dtype)
+
+    return jax.tree.map(zeros, params)
+
+
+def _initial_state(params: Any, names: tuple[str, ...], tracked: int | None, *, snr: bool, keep_full: bool,
+                   history: int) -> DiagnosticsState:
+    dtype = scalar_dtype(params)
+    return DiagnosticsState(
+        snr_mu=_sampled_zeros(params, tracked, real=False) if snr else None,
+        snr_nu=_sampled_zeros(params, tracked, real=True) if snr else None,
+        summary={name: jnp.zeros([], dtype) for name in names},
+        snr=tree_zeros_like(params) if (snr and keep_full) else None,
+        effective_lr=tree_real_full_like(params, 0.0) if keep_full else None,
+        history=jnp.full((history, len(names)), jnp.nan, dtype) if history else None,
+    )
+
+
+def _exact_summaries(us: list, gs: list) -> dict:
+    """Norms, maxima and the update-gradient cosine, over all coordinates of the leaves."""
+    grad_sq = _total([_sum(abs_sq(x)) for x in gs])
+    update_sq = _total([_sum(abs_sq(u)) for u in us])
+    inner = _total([_sum(_inner(x, u)) for u, x in zip(us, gs)])
+    denom = jnp.sqrt(grad_sq) * jnp.sqrt(update_sq)
+    return {
+        "grad_norm": jnp.sqrt(grad_sq),
+        "grad_max": _largest([_max(jnp.abs(x)) for x in gs]),
+        "update_norm": jnp.sqrt(update_sq),
+        "update_max": _largest([_max(jnp.abs(u)) for u in us]),
+        "update_grad_cosine": jnp.where(denom > 0, inner / jnp.where(denom > 0, denom, 1), 0),
+    }
+
+
+def _sampled_summaries(us: list, gs: list, stride: int) -> tuple[dict, list, int]:
+    """Sparsity and the effective step size over the tracked coordinates.
+
+    Returns the summaries, the per-leaf effective step sizes and the number of tracked coordinates.
+    """
+    g_picked = [_pick(x, stride) for x in gs]
+    n_tracked = max(sum(int(np.size(x)) for x in g_picked), 1)
+    eff = [_effective_lr(_pick(u, stride), x) for u, x in zip(us, g_picked)]
+    n_nonzero = _total([_sum((x != 0).astype(jnp.float32)) for x in g_picked])
+    summary = {
+        "grad_zero_fraction": 1.0 - n_nonzero / n_tracked,
+        "effective_lr_mean": _total([_sum(e) for e in eff]) / jnp.maximum(n_nonzero, 1),
+        "effective_lr_max": _largest([_max(e) for e in eff]),
+    }
+    return summary, eff, n_tracked
+
+
+def _snr_summaries(mu: Any, nu: Any, count: jax.Array, b1: float, b2: float, eps: float, threshold: float,
+                   n_tracked: int, dtype: Any) -> tuple[dict, Any]:
+    """Adam's signal-to-noise ratio from the stage's EMAs, summarised, and the bias-correction factor."""
+    # in float32 or wider: eps = 1e-8 rounds to 0 in float16, where a zero gradient would give 0/0
+    snr_tree = jax.tree.map(
+        lambda m, s: debias(_wide(m), b1, count) / (jnp.sqrt(debias(_wide(s), b2, count)) + eps), mu, nu
+    )
+    abs_snr = [jnp.abs(r) for r in jax.tree.leaves(snr_tree)]
+    summary = {
+        "bias_correction": jnp.sqrt(1.0 - power(b2, count, dtype)) / (1.0 - power(b1, count, dtype)),
+        "abs_snr_mean": _total([_sum(r) for r in abs_snr]) / n_tracked,
+        "abs_snr_max": _largest([_max(r) for r in abs_snr]),
+        "low_snr_fraction": _total([_sum((r < threshold).astype(jnp.float32)) for r in abs_snr]) / n_tracked,
+    }
+    return summary, snr_tree
+
+
+def _with_leaves(old: Any, grads: Any, new_leaves: list) -> Any:
+    """``old`` with its leaves replaced, in order, by ``new_leaves`` where ``grads`` has an array.
+
+    ``grads`` fits ``old`` leaf by leaf (``None`` leaves counted), as :func:`check_matches` makes sure.
+    """
+    fresh = iter(new_leaves)
+    flat = jax.tree_util.tree_leaves(grads, is_leaf=is_none)
+    leaves = [o if x is None else next(fresh) for x, o in zip(flat, jax.tree.leaves(old))]
+    return jax.tree.unflatten(jax.tree.structure(old), leaves)
+
+
+def _with_row(history: jax.Array, row: jax.Array, index: jax.Array) -> jax.Array:
+    """The ring buffer ``history`` with ``row`` written at ``index`` modulo its length."""
+    index = index % history.shape[0]
+    return jax.lax.dynamic_update_slice(history, row[None, :], (index, jnp.zeros([], index.dtype)))
 
 
 def diagnostics(
@@ -254,131 +338,66 @@ def diagnostics(
     v.check_bool(owner, "snr", snr)
     v.check_nonnegative(owner, "snr_threshold", snr_threshold)
     v.check_bool(owner, "keep_full", keep_full)
-    _check_count(owner, "history", history)
-    _check_count(owner, "every", every)
-    if every < 1:
-        raise ValueError(f"{owner}: every must be an int in [1, inf), got {every!r}.")
-    if sample is not None:
-        _check_count(owner, "sample", sample)
-        if sample < 1:
-            raise ValueError(f"{owner}: sample must be None or an int in [1, inf), got {sample!r}.")
+    v.check_int(owner, "history", history, 0)
+    v.check_int(owner, "every", every, 1)
+    v.check_int(owner, "sample", sample, 1, none_ok=True)
     tracked = None if keep_full else sample
     names = tuple(sorted(BASE_NAMES + (SNR_NAMES if snr else ())))
 
-    def sampled_zeros(params, real: bool):
-        stride = _stride(params, tracked)
-        if stride == 1:
-            return tree_real_full_like(params, 0.0) if real else tree_zeros_like(params)
-
-        def zeros(p):
-            dtype = real_dtype_of(jnp.result_type(p)) if real else jnp.result_type(p)
-            return jnp.zeros([_picked_size(p, stride)], dtype)
-
-        return jax.tree.map(zeros, params)
-
     def init(params):
-        dtype = scalar_dtype(params)
-        summary = {name: jnp.zeros([], dtype) for name in names}
-        return DiagnosticsState(
-            snr_mu=sampled_zeros(params, real=False) if snr else None,
-            snr_nu=sampled_zeros(params, real=True) if snr else None,
-            summary=summary,
-            snr=tree_zeros_like(params) if (snr and keep_full) else None,
-            effective_lr=tree_real_full_like(params, 0.0) if keep_full else None,
-            history=jnp.full((history, len(names)), jnp.nan, dtype) if history else None,
-        )
+        return _initial_state(params, names, tracked, snr=snr, keep_full=keep_full, history=history)
 
     def summarize(updates, g, mu, nu, count, hist):
-        """The summaries of one step (and the full trees, and the history with the new row)."""
-        dtype = hist.dtype
-        stride = _stride(g, tracked)
+        """The summaries of one step, the full trees (``keep_full``) and the history with the new row."""
         # Reductions read the updates and gradients from memory: without the barrier XLA may recompute
         # the optimizer's arithmetic inside each of them (measured: the default costs ~5% more).
         us, gs = jax.lax.optimization_barrier((jax.tree.leaves(updates), jax.tree.leaves(g)))
-        # exact, over all coordinates
-        grad_sq = _total([_sum(abs_sq(x)) for x in gs])
-        update_sq = _total([_sum(abs_sq(u)) for u in us])
-        inner = _total([_sum(_inner(x, u)) for u, x in zip(us, gs)])
-        grad_max = _largest([_max(jnp.abs(x)) for x in gs])
-        update_max = _largest([_max(jnp.abs(u)) for u in us])
-        # over the tracked coordinates
-        g_picked = [_pick(x, stride) for x in gs]
-        n_tracked = max(sum(int(np.size(x)) for x in g_picked), 1)
-        eff = [_effective_lr(_pick(u, stride), x) for u, x in zip(us, g_picked)]
-        n_nonzero = _total([_sum((x != 0).astype(jnp.float32)) for x in g_picked])
-        denom = jnp.sqrt(grad_sq) * jnp.sqrt(update_sq)
-        summary = {
-            "step": count,
-            "grad_norm": jnp.sqrt(grad_sq),
-            "grad_max": grad_max,
-            "grad_zero_fraction": 1.0 - n_nonzero / n_tracked,
-            "update_norm": jnp.sqrt(update_sq),
-            "update_max": update_max,
-            "update_grad_cosine": jnp.where(denom > 0, inner / jnp.where(denom > 0, denom, 1), 0),
-            "effective_lr_mean": _total([_sum(e) for e in eff]) / jnp.maximum(n_nonzero, 1),
-            "effective_lr_max": _largest([_max(e) for e in eff]),
-        }
+        summary = _exact_summaries(us, gs)
+        sampled, eff, n_tracked = _sampled_summaries(us, gs, _stride(g, tracked))
+        summary.update(sampled, step=count)
         snr_tree = None
         if snr:
-            bc1 = 1.0 - power(b1, count, dtype)
-            bc2 = 1.0 - power(b2, count, dtype)
-            snr_tree = jax.tree.map(
-                lambda m, s: (m / bc1.astype(m.dtype)) / (jnp.sqrt(s / bc2.astype(s.dtype)) + eps), mu, nu
-            )
-            abs_snr = [jnp.abs(r) for r in jax.tree.leaves(snr_tree)]
-            summary.update(
-                bias_correction=jnp.sqrt(bc2) / bc1,
-                abs_snr_mean=_total([_sum(r) for r in abs_snr]) / n_tracked,
-                abs_snr_max=_largest([_max(r) for r in abs_snr]),
-                low_snr_fraction=_total([_sum((r < snr_threshold).astype(jnp.float32)) for r in abs_snr])
-                / n_tracked,
-            )
-        summary = {k: summary[k].astype(dtype) for k in names}
+            snr_summary, snr_tree = _snr_summaries(mu, nu, count, b1, b2, eps, snr_threshold, n_tracked, hist.dtype)
+            summary.update(snr_summary)
+        summary = {k: summary[k].astype(hist.dtype) for k in names}
         if history:
-            row = jnp.stack([summary[k] for k in names])
-            index = ((count - 1) // every) % history
-            hist = jax.lax.dynamic_update_slice(hist, row[None, :], (index, jnp.zeros([], index.dtype)))
-        eff_tree = jax.tree.unflatten(jax.tree.structure(g), eff) if keep_full else None
-        return summary, snr_tree, eff_tree, hist
+            hist = _with_row(hist, jnp.stack([summary[k] for k in names]), (count - 1) // every)
+        return summary, snr_tree, eff, hist
 
     def update(updates, state, params=None, *, chain_step, chain_input=None, **extra):
         del params, extra
         g = measured(updates, chain_input, owner)
+        if g is None:  # no updates at all (as in Optax, None passes): nothing to record
+            return updates, state
         if state.snr_nu is not None:
             check_matches(g, state.snr_nu, owner, shapes=False)
         elif state.effective_lr is not None:
             check_matches_state(g, state.effective_lr, owner)
-        count = chain_step
         mu = nu = None
-        if snr:
+        if snr:  # the EMAs see every gradient, recorded or not
             stride = _stride(g, tracked)
             g_picked = jax.tree.map(lambda x: _pick(x, stride), g)
-            mu = jax.tree.map(lambda x, m: ema_of(m, x, b1), g_picked, state.snr_mu)
-            nu = jax.tree.map(lambda x, s: ema_of_squares(s, x, b2), g_picked, state.snr_nu)
-            mu, nu = cast_like(mu, state.snr_mu), cast_like(nu, state.snr_nu)
+            _, mu = update_moment(ema_rule(b1), g_picked, state.snr_mu)
+            _, nu = update_moment(ema_of_squares_rule(b2), g_picked, state.snr_nu)
         hist = state.history if history else jnp.zeros([], state.summary["step"].dtype)  # carries the dtype
 
         def record(operands):
             summary, snr_tree, eff, new_hist = summarize(*operands)
-            return (summary, cast_like(snr_tree, state.snr) if keep_full else None,
-                    cast_like(eff, state.effective_lr) if keep_full else None, new_hist)
+            if not keep_full:
+                return summary, None, None, new_hist
+            eff_tree = _with_leaves(state.effective_lr, g, eff)  # a None gradient keeps its leaf
+            return summary, cast_like(snr_tree, state.snr), cast_like(eff_tree, state.effective_lr), new_hist
 
         def skip(operands):
             return state.summary, state.snr, state.effective_lr, operands[-1]
 
-        operands = (updates, g, mu, nu, count, hist)
+        operands = (updates, g, mu, nu, chain_step, hist)
         if every == 1:
             summary, snr_full, eff_full, hist = record(operands)
         else:
-            summary, snr_full, eff_full, hist = jax.lax.cond((count - 1) % every == 0, record, skip, operands)
-        new_state = DiagnosticsState(
-            snr_mu=mu,
-            snr_nu=nu,
-            summary=summary,
-            snr=snr_full,
-            effective_lr=eff_full,
-            history=hist if history else None,
-        )
+            summary, snr_full, eff_full, hist = jax.lax.cond((chain_step - 1) % every == 0, record, skip, operands)
+        new_state = DiagnosticsState(snr_mu=mu, snr_nu=nu, summary=summary, snr=snr_full, effective_lr=eff_full,
+                                     history=hist if history else None)
         return updates, new_state
 
     return counted(owner, init, update)

@@ -1,4 +1,4 @@
-"""Momentum stages: averages of their *input* (trace, ema, Nesterov, Lion)."""
+"""First-moment stages: averages of their *input* (trace, ema, Nesterov, Lion) and the bias correction of an EMA."""
 
 from __future__ import annotations
 
@@ -8,24 +8,10 @@ import jax
 import jax.numpy as jnp
 
 from adaptix import _validate as v
-from adaptix._base import (
-    as_stored,
-    cast_like,
-    cast_to_result,
-    check_matches_state,
-    counted,
-    ema_of,
-    map_state,
-    map_updates,
-    power,
-    safe_increment,
-    scalar_dtype,
-    stage,
-    tree_zeros_like,
-    widened,
-    Transformation,
-    CountedTransformation,
-)
+from adaptix._accumulators import debias as debiased
+from adaptix._accumulators import ema_of, ema_rule, power, scalar_dtype, update_moment
+from adaptix._base import CountedTransformation, EmptyState, Transformation, counted, safe_increment, stage
+from adaptix._tree import cast_like, cast_to_result, check_matches_state, map_updates, tree_zeros_like
 
 
 class TraceState(NamedTuple):
@@ -99,12 +85,12 @@ def trace(
         del params, extra
         old = state[0]
         check_matches_state(updates, old, owner)
-        new = as_stored(map_state(lambda u, t: weight * u + decay * widened(t, u), updates, old), old)
+        new, stored = update_moment(lambda t, u: weight * u + decay * t, updates, old)
         if nesterov:
             out = map_updates(lambda u, t, s: cast_to_result(weight * u + decay * t, u, s), updates, new, old)
         else:
             out = map_updates(lambda u, t, s: cast_to_result(t, u, s), updates, new, old)
-        return out, make_state(cast_like(new, old))
+        return out, make_state(stored)
 
     return stage(owner, init, update)
 
@@ -153,16 +139,51 @@ def ema(decay: float, debias: bool = True, accumulator_dtype: Any = None) -> Cou
     def update(updates, state, params=None, *, chain_step, **extra):
         del params, extra
         check_matches_state(updates, state.ema, owner)
-        new_ema = as_stored(map_state(lambda u, m: ema_of(m, u, decay), updates, state.ema), state.ema)
-        if debias:
-            correction = 1.0 - power(decay, chain_step, scalar_dtype(new_ema))
-            out = map_updates(lambda u, m, s: cast_to_result(m / correction.astype(m.dtype), u, s),
-                              updates, new_ema, state.ema)
-        else:
-            out = map_updates(lambda u, m, s: cast_to_result(m, u, s), updates, new_ema, state.ema)
-        return out, EmaState(ema=cast_like(new_ema, state.ema))
+        new_ema, stored = update_moment(ema_rule(decay), updates, state.ema)
+        estimate = (lambda m: debiased(m, decay, chain_step)) if debias else (lambda m: m)
+        out = map_updates(lambda u, m, s: cast_to_result(estimate(m), u, s), updates, new_ema, state.ema)
+        return out, EmaState(ema=stored)
 
     return counted(owner, init, update)
+
+
+def bias_correction(decay: float) -> CountedTransformation:
+    r"""Divides the input by :math:`1 - \beta^t`, the weight an EMA started at 0 has gathered.
+
+    .. math::
+
+        \text{out}_t = \frac{u_t}{1 - \beta^t}, \qquad t = 1, 2, \dots
+
+    Placed after ``trace(b1, ema=True)`` it turns the EMA into Adam's
+    :math:`\hat m_t`; since second-moment stages are linear in their input it may
+    stand anywhere after the trace. :math:`\beta^t` is computed in float32 or
+    wider. The step :math:`t` is the chain's (one counter per optimizer); used
+    alone, the stage counts itself, saturating instead of overflowing.
+
+    Args:
+      decay: the :math:`\beta` of the EMA being corrected, in ``[0, 1)``.
+
+    Example:
+      >>> import jax.numpy as jnp, numpy as np, adaptix
+      >>> opt = adaptix.bias_correction(0.9)
+      >>> np.asarray(opt.update(jnp.ones(1), opt.init(jnp.zeros(1)))[0]).round(4)  # 1 / (1 - 0.9)
+      array([10.], dtype=float32)
+
+    References:
+      Kingma & Ba, 2015, Adam, section 3, https://arxiv.org/abs/1412.6980
+    """
+    v.check_debiased_decay("bias_correction", "decay", decay)
+
+    def init(params):
+        del params
+        return EmptyState()
+
+    def update(updates, state, params=None, *, chain_step, **extra):
+        del params, extra
+        out = map_updates(lambda u: debiased(cast_to_result(u, u), decay, chain_step), updates)
+        return out, state
+
+    return counted("bias_correction", init, update)
 
 
 class NesterovEmaState(NamedTuple):
@@ -170,7 +191,7 @@ class NesterovEmaState(NamedTuple):
 
     ``mu_product`` is the running product of PyTorch's warmed-up momentum
     factors; it is ``None`` in Optax's form (``momentum_decay=None``), where the
-    product is :math:`\beta^t`.
+    product is :math:`\\beta^t`.
     """
 
     mu: Any
@@ -247,14 +268,14 @@ def nesterov_ema(
             product = state.mu_product * mu_now
         else:
             product = power(decay, chain_step, dtype)
-        new_mu = as_stored(map_state(lambda u, m: ema_of(m, u, decay), updates, state.mu), state.mu)
+        new_mu, stored = update_moment(ema_rule(decay), updates, state.mu)
         coef_mu = mu_next / (1.0 - product * mu_next)
         coef_u = (1.0 - mu_now) / (1.0 - product)
         out = map_updates(
             lambda u, m, s: cast_to_result(coef_mu.astype(m.dtype) * m + coef_u.astype(m.dtype) * u, u, s),
             updates, new_mu, state.mu,
         )
-        new_state = NesterovEmaState(mu=cast_like(new_mu, state.mu), mu_product=product if warm_up else None)
+        new_state = NesterovEmaState(mu=stored, mu_product=product if warm_up else None)
         return out, new_state
 
     return counted(owner, init, update)
@@ -305,8 +326,8 @@ def lion_momentum(b1: float = 0.9, b2: float = 0.99, mu_dtype: Any = None) -> Co
         del params, extra, chain_step
         check_matches_state(updates, state.mu, owner)
         out = map_updates(lambda u, m: cast_to_result(ema_of(m, u, b1), u, m), updates, state.mu)
-        new_mu = map_state(lambda u, m: ema_of(m, u, b2), updates, state.mu)
-        return out, LionMomentumState(mu=cast_like(new_mu, state.mu))
+        _, stored = update_moment(ema_rule(b2), updates, state.mu)
+        return out, LionMomentumState(mu=stored)
 
     return counted(owner, init, update)
 

@@ -12,16 +12,17 @@ is meant for small parameter blocks.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from adaptix import _validate as v
-from adaptix._base import ScalarOrSchedule, Transformation, cast_like, cast_to_result, check_matches, measured, stage
+from adaptix._accumulators import update_moment
+from adaptix._base import ScalarOrSchedule, Transformation, stage
 from adaptix._combine import chain
 from adaptix._scale import scale_by_learning_rate
+from adaptix._tree import cast_to_result, check_matches, map_updates, measured
 
 DEFAULT_MAX_SIZE = 4096
 
@@ -32,22 +33,25 @@ class ScaleByFullMatrixRssState(NamedTuple):
     sum_of_outer_products: Any
 
 
-def _check_max_size(owner: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{owner}: max_size must be an int in [1, inf), got {value!r}.")
-
-
 def _inverse_root(eigenvalues: jax.Array, eps: float, eps_in_sqrt: bool) -> jax.Array:
     """``f(lambda)`` with ``f = (lambda + eps)^-1/2`` or ``1/(sqrt(lambda) + eps)``; a pseudo-inverse at eps = 0."""
     lam = jnp.maximum(eigenvalues, 0.0)  # rounding can make a PSD matrix's eigenvalues slightly negative
     with_eps = jax.lax.rsqrt(lam + eps) if eps_in_sqrt else 1.0 / (jnp.sqrt(lam) + eps)
     n = eigenvalues.shape[-1]
-    cutoff = n * jnp.finfo(lam.dtype).eps * jnp.max(lam)
+    cutoff = n * jnp.finfo(lam.dtype).eps * jnp.max(lam, initial=0.0)  # an empty leaf has no eigenvalue
     keep = lam > cutoff
     pseudo_inverse = jnp.where(keep, jax.lax.rsqrt(jnp.where(keep, lam, 1.0)), 0.0)
     if isinstance(eps, (int, float)):  # a concrete number: build only the branch it takes
         return with_eps if eps > 0 else pseudo_inverse
     return jnp.where(jnp.asarray(eps) > 0, with_eps, pseudo_inverse)  # traced (or array) eps
+
+
+def _add_outer_product(total: jax.Array, g: jax.Array) -> jax.Array:
+    """:math:`G + g g^H`, kept exactly Hermitian, in float32 or wider (eigh has no bf16/f16 kernel)."""
+    total = total.astype(jnp.promote_types(total.dtype, jnp.float32))
+    gv = jnp.ravel(g).astype(total.dtype)
+    total = total + jnp.outer(gv, jnp.conj(gv))
+    return 0.5 * (total + jnp.conj(total.T))
 
 
 def scale_by_full_matrix_rss(
@@ -112,7 +116,7 @@ def scale_by_full_matrix_rss(
     owner = "scale_by_full_matrix_rss"
     v.check_nonnegative(owner, "eps", eps)
     v.check_bool(owner, "eps_in_sqrt", eps_in_sqrt)
-    _check_max_size(owner, max_size)
+    v.check_int(owner, "max_size", max_size, 1)
 
     def init(params):
         flat, _ = jax.tree_util.tree_flatten_with_path(params)
@@ -131,26 +135,20 @@ def scale_by_full_matrix_rss(
             )
         )
 
-    def one_leaf(u, g, total):
-        gv = jnp.ravel(g).astype(total.dtype)
-        total = total + jnp.outer(gv, jnp.conj(gv))
-        total = 0.5 * (total + jnp.conj(total.T))  # keep it exactly Hermitian
+    def precondition(u, total, stored):
         lam, q = jnp.linalg.eigh(total)
         scale = _inverse_root(lam, eps, eps_in_sqrt).astype(total.dtype)
         uv = jnp.ravel(u).astype(total.dtype)
         out = q @ (scale * (jnp.conj(q.T) @ uv))
-        return cast_to_result(jnp.reshape(out, jnp.shape(u)), u, total), total
+        return cast_to_result(jnp.reshape(out, jnp.shape(u)), u, stored)
 
     def update(updates, state, params=None, *, chain_input=None, **extra):
         del params, extra
         g = measured(updates, chain_input, owner)
         check_matches(g, state.sum_of_outer_products, owner, shapes=False)
-        treedef = jax.tree.structure(g)
-        mats = jax.tree.leaves(state.sum_of_outer_products)
-        results = [one_leaf(u, x, m) for u, x, m in zip(jax.tree.leaves(updates), jax.tree.leaves(g), mats)]
-        out = jax.tree.unflatten(treedef, [r[0] for r in results])
-        new = jax.tree.unflatten(treedef, [r[1] for r in results])
-        return out, ScaleByFullMatrixRssState(cast_like(new, state.sum_of_outer_products))
+        totals, stored = update_moment(_add_outer_product, g, state.sum_of_outer_products)
+        out = map_updates(precondition, updates, totals, state.sum_of_outer_products)
+        return out, ScaleByFullMatrixRssState(stored)
 
     return stage(owner, init, update)
 
@@ -181,4 +179,6 @@ def full_matrix_adagrad(
     owner = "full_matrix_adagrad"
     v.check_rate(owner, "learning_rate", learning_rate)
     v.check_nonnegative(owner, "eps", eps)
+    v.check_bool(owner, "eps_in_sqrt", eps_in_sqrt)
+    v.check_int(owner, "max_size", max_size, 1)
     return chain(scale_by_full_matrix_rss(eps, eps_in_sqrt, max_size), scale_by_learning_rate(learning_rate))

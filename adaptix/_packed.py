@@ -12,7 +12,6 @@ them would cost a full extra pass over memory.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -21,7 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from adaptix._base import CHAIN_INPUT, CountedTransformation, Transformation, check_matches
+from adaptix import _validate as v
+from adaptix._base import CHAIN_INPUT, CountedTransformation, Transformation
+from adaptix._tree import check_matches
 
 
 class PackedState(NamedTuple):
@@ -83,7 +84,7 @@ def packed(inner: optax.GradientTransformation, max_leaf_size: int = 65536) -> T
     Leaves with at most ``max_leaf_size`` entries are raveled and concatenated,
     per dtype, in tree order; larger leaves stay as they are. ``inner`` sees
     that packed tree (its params, updates and, inside an adaptix chain,
-    ``grad``), keeps its state for it, and its updates are sliced back into the
+    ``chain_input``), keeps its state for it, and its updates are sliced back into the
     original tree. For an ``inner`` that treats every coordinate on its own —
     every adaptix alias except :func:`full_matrix_adagrad` — each coordinate
     goes through the same arithmetic, and the updates agree to within 2 units in
@@ -126,8 +127,7 @@ def packed(inner: optax.GradientTransformation, max_leaf_size: int = 65536) -> T
     """
     if not isinstance(inner, optax.GradientTransformation):
         raise TypeError(f"packed: inner must be an optax.GradientTransformation, got {type(inner).__name__}.")
-    if isinstance(max_leaf_size, bool) or not isinstance(max_leaf_size, numbers.Integral) or max_leaf_size < 0:
-        raise ValueError(f"packed: max_leaf_size must be an int in [0, inf), got {max_leaf_size!r}.")
+    v.check_int("packed", "max_leaf_size", max_leaf_size, 0)
     passes_chain_input = isinstance(inner, Transformation)
     stage = inner if passes_chain_input else optax.with_extra_args_support(inner)
     reads_step = isinstance(inner, CountedTransformation)

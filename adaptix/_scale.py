@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from adaptix import _validate as v
-from adaptix._base import (
-    ScalarOrSchedule,
-    Transformation,
-    check_matches,
-    counted,
-    init_empty_state,
-    map_updates,
-    result_dtype,
-    stage,
-)
+from adaptix._base import ScalarOrSchedule, Transformation, counted, init_empty_state, stage
+from adaptix._tree import check_matches, map_updates, result_dtype
 
 
 def _times(factor: Any, u: jax.Array) -> jax.Array:

@@ -1,6 +1,6 @@
-"""Statistic stages: rescale their input by a statistic of the measured gradient.
+"""Second-moment stages: rescale their input by a statistic of the measured gradient.
 
-Each stage measures ``grad`` (the gradient entering the enclosing
+Each stage measures ``chain_input`` (the gradient entering the enclosing
 :func:`adaptix.chain`), or its own input when used alone, and multiplies its
 input by a per-coordinate scale. Because the rescaling is linear in the input,
 a momentum stage may stand before it (Adam) or after it (RMSProp with momentum).
@@ -16,26 +16,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from adaptix import _validate as v
-from adaptix._base import (
-    Transformation,
+from adaptix._accumulators import debias, ema_of_squares_rule, ema_rule, power, scalar_dtype, update_moment
+from adaptix._base import Transformation, counted, stage
+from adaptix._tree import (
     abs_sq,
-    as_stored,
-    cast_like,
     cast_to_result,
     check_matches_state,
-    counted,
-    debias,
-    ema_of,
-    ema_of_squares,
-    map_state,
     map_updates,
     measured,
-    power,
-    scalar_dtype,
-    stage,
     tree_real_full_like,
     tree_zeros_like,
-    widened,
 )
 
 
@@ -119,7 +109,7 @@ def scale_by_rms(
         \text{out} = \frac{u_t}{\sqrt{\hat v_t + \epsilon}} \ \ \text{(eps\_in\_sqrt)}
         \quad\text{or}\quad \frac{u_t}{\sqrt{\hat v_t + \epsilon_{root}} + \epsilon}.
 
-    :math:`g_t` is the gradient entering the chain (``grad``), :math:`u_t` this
+    :math:`g_t` is the gradient entering the chain (``chain_input``), :math:`u_t` this
     stage's input. Where the denominator is 0 (``eps = eps_root = 0``, or an
     ``eps`` that rounds to 0 in the dtype, and :math:`v_t = 0`: only zero
     gradients so far) the output is 0, the limit for a vanishing gradient,
@@ -173,10 +163,10 @@ def scale_by_rms(
         del params, extra
         g = measured(updates, chain_input, owner)
         check_matches_state(g, state.nu, owner)
-        nu = as_stored(map_state(lambda x, n: ema_of_squares(n, x, decay), g, state.nu), state.nu)
+        nu, stored = update_moment(ema_of_squares_rule(decay), g, state.nu)
         nu_hat = map_updates(lambda n: debias(n, decay, chain_step), nu) if bias_correction else nu
         scales = map_updates(lambda n: _inverse_rms(n, eps, eps_root, eps_in_sqrt), nu_hat)
-        return _rescale(updates, scales, state.nu), ScaleByRmsState(nu=cast_like(nu, state.nu))
+        return _rescale(updates, scales, state.nu), ScaleByRmsState(nu=stored)
 
     return _counted_if(bias_correction, owner, init, update)
 
@@ -251,16 +241,15 @@ def scale_by_stddev(
         del params, extra
         g = measured(updates, chain_input, owner)
         check_matches_state(g, state.nu, owner)
-        mu = as_stored(map_state(lambda x, m: ema_of(m, x, decay), g, state.mu), state.mu)
-        nu = as_stored(map_state(lambda x, n: ema_of_squares(n, x, decay), g, state.nu), state.nu)
+        mu, mu_stored = update_moment(ema_rule(decay), g, state.mu)
+        nu, nu_stored = update_moment(ema_of_squares_rule(decay), g, state.nu)
         mu_hat, nu_hat = mu, nu
         if bias_correction:
             mu_hat = map_updates(lambda m: debias(m, decay, chain_step), mu)
             nu_hat = map_updates(lambda n: debias(n, decay, chain_step), nu)
         variance = map_updates(lambda m, n: jnp.maximum(n - abs_sq(m), 0.0), mu_hat, nu_hat)
         scales = map_updates(lambda s: _inverse_rms(s, eps, 0.0, eps_in_sqrt), variance)
-        new_state = ScaleByStddevState(mu=cast_like(mu, state.mu), nu=cast_like(nu, state.nu))
-        return _rescale(updates, scales, state.nu), new_state
+        return _rescale(updates, scales, state.nu), ScaleByStddevState(mu=mu_stored, nu=nu_stored)
 
     return _counted_if(bias_correction, owner, init, update)
 
@@ -319,9 +308,9 @@ def scale_by_rss(
         g = measured(updates, chain_input, owner)
         old = state.sum_of_squares
         check_matches_state(g, old, owner)
-        sums = as_stored(map_state(lambda x, s: abs_sq(x) + widened(s, x), g, old), old)
+        sums, stored = update_moment(lambda s, x: abs_sq(x) + s, g, old)
         scales = map_updates(lambda s: jnp.where(s > 0, _inverse_rms(s, eps, 0.0, eps_in_sqrt), 0.0), sums)
-        return _rescale(updates, scales, old), ScaleByRssState(cast_like(sums, old))
+        return _rescale(updates, scales, old), ScaleByRssState(stored)
 
     return stage(owner, init, update)
 
@@ -402,18 +391,13 @@ def scale_by_max_rms(
         del params, extra
         g = measured(updates, chain_input, owner)
         check_matches_state(g, state.nu, owner)
-        nu = as_stored(map_state(lambda x, n: ema_of_squares(n, x, decay), g, state.nu), state.nu)
+        nu, nu_stored = update_moment(ema_of_squares_rule(decay), g, state.nu)
         unbias = (lambda n: debias(n, decay, chain_step)) if bias_correction else (lambda n: n)
-        if debias_before_max:
-            nu_max = map_state(lambda x, m, n: jnp.maximum(m, unbias(n)), g, state.nu_max, nu)
-            nu_hat = nu_max
-        else:
-            nu_max = map_state(lambda x, m, n: jnp.maximum(m, n), g, state.nu_max, nu)
-            nu_hat = map_updates(unbias, nu_max)
-        nu_max = as_stored(nu_max, state.nu_max)
+        candidate = map_updates(lambda x, n: unbias(n) if debias_before_max else n, g, nu)  # None where g is
+        nu_max, nu_max_stored = update_moment(jnp.maximum, candidate, state.nu_max)
+        nu_hat = nu_max if debias_before_max else map_updates(unbias, nu_max)
         scales = map_updates(lambda n: _inverse_rms(n, eps, eps_root, False), nu_hat)
-        new_state = ScaleByMaxRmsState(nu=cast_like(nu, state.nu), nu_max=cast_like(nu_max, state.nu_max))
-        return _rescale(updates, scales, state.nu), new_state
+        return _rescale(updates, scales, state.nu), ScaleByMaxRmsState(nu=nu_stored, nu_max=nu_max_stored)
 
     return _counted_if(bias_correction, owner, init, update)
 
@@ -466,10 +450,9 @@ def scale_by_inf_norm(decay: float = 0.999, eps: float = 1e-8, *, accumulator_dt
         del params, extra
         g = measured(updates, chain_input, owner)
         check_matches_state(g, state.nu, owner)
-        nu = as_stored(map_state(lambda x, n: jnp.maximum(jnp.abs(x) + eps, decay * widened(n, x)), g, state.nu),
-                       state.nu)
+        nu, stored = update_moment(lambda n, x: jnp.maximum(jnp.abs(x) + eps, decay * n), g, state.nu)
         scales = map_updates(lambda n: jnp.where(n > 0, 1.0 / jnp.where(n > 0, n, 1.0), 0.0), nu)
-        return _rescale(updates, scales, state.nu), ScaleByInfNormState(nu=cast_like(nu, state.nu))
+        return _rescale(updates, scales, state.nu), ScaleByInfNormState(nu=stored)
 
     return stage(owner, init, update)
 
@@ -539,7 +522,7 @@ def scale_by_rectified_rms(
         del params, extra
         g = measured(updates, chain_input, owner)
         check_matches_state(g, state.nu, owner)
-        nu = as_stored(map_state(lambda x, n: ema_of_squares(n, x, decay), g, state.nu), state.nu)
+        nu, stored = update_moment(ema_of_squares_rule(decay), g, state.nu)
         dtype = scalar_dtype(nu)
         decay_t = power(decay, chain_step, dtype)
         rho = rho_inf - 2.0 * chain_step.astype(dtype) * decay_t / (1.0 - decay_t)
@@ -549,11 +532,11 @@ def scale_by_rectified_rms(
         scales = map_updates(
             lambda n: jnp.where(
                 use_adaptive,
-                rect.astype(n.dtype) * _inverse_rms(n / (1.0 - decay_t).astype(n.dtype), eps, eps_root, False),
+                rect.astype(n.dtype) * _inverse_rms(debias(n, decay, chain_step), eps, eps_root, False),
                 1.0,
             ),
             nu,
         )
-        return _rescale(updates, scales, state.nu), ScaleByRmsState(nu=cast_like(nu, state.nu))
+        return _rescale(updates, scales, state.nu), ScaleByRmsState(nu=stored)
 
     return counted(owner, init, update)

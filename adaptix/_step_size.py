@@ -1,4 +1,4 @@
-"""Stages that adapt to the history of their own *steps*: AdaDelta, Rprop."""
+"""Step-size stages: per-coordinate steps learned from the run (AdaDelta's update RMS, Rprop)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,17 @@ import jax
 import jax.numpy as jnp
 
 from adaptix import _validate as v
-from adaptix._base import (
-    Transformation,
-    abs_sq,
-    as_stored,
+from adaptix._accumulators import ema_of_squares_rule, update_moment, widened
+from adaptix._base import Transformation, stage
+from adaptix._tree import (
     cast_like,
     cast_to_result,
     check_matches_state,
     map_state,
     map_updates,
     measured,
-    stage,
     tree_real_full_like,
     tree_zeros_like,
-    widened,
 )
 
 
@@ -74,9 +71,8 @@ def scale_by_update_rms(rho: float = 0.9, eps: float = 1e-6, *, accumulator_dtyp
         del params, extra
         check_matches_state(updates, state.e_x, owner)
         out = map_updates(lambda u, e: cast_to_result(u * jnp.sqrt(widened(e, u) + eps), u, e), updates, state.e_x)
-        e_x = as_stored(map_state(lambda d, e: (1.0 - rho) * abs_sq(d) + rho * widened(e, d), out, state.e_x),
-                        state.e_x)
-        return out, ScaleByUpdateRmsState(e_x=cast_like(e_x, state.e_x))
+        _, stored = update_moment(ema_of_squares_rule(rho), out, state.e_x)
+        return out, ScaleByUpdateRmsState(e_x=stored)
 
     return stage(owner, init, update)
 

@@ -10,7 +10,7 @@ The rule (``docs/reliability.md``): a value is refused when the update it gives
 is undefined or non-finite, or when it leaves the domain the method is defined
 on; a value with a meaning is accepted. So a decay rate may be 1 (``trace(1.0)``
 is a running sum, ``scale_by_inf_norm(1.0)`` a running maximum) except where it
-is bias-corrected (:math:`1 - \beta^t = 0` divides by zero), and rates, weight
+is bias-corrected (:math:`1 - \\beta^t = 0` divides by zero), and rates, weight
 decays and epsilons must be ``>= 0`` (a negative rate turns descent into ascent:
 ``scale`` says that explicitly; a negative eps can put a negative number under
 the square root).
@@ -46,6 +46,13 @@ def _concrete_value(name: str, value: Any, owner: str) -> float | None:
     raise TypeError(f"{owner}: {name} must be a real number, got {type(value).__name__} {value!r}.")
 
 
+def _interval(low: float, high: float, low_open: bool = False, high_open: bool = False) -> str:
+    """``[0, 1)``, ``(0, inf)``: an infinite bound is never included."""
+    left = "(" if low_open or low == -math.inf else "["
+    right = ")" if high_open or high == math.inf else "]"
+    return f"{left}{low:g}, {high:g}{right}"
+
+
 def check_range(
     owner: str,
     name: str,
@@ -61,7 +68,7 @@ def check_range(
     v = _concrete_value(name, value, owner)
     if v is None:
         return
-    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    interval = _interval(low, high, low_open, high_open)
     ok = math.isfinite(v)
     ok = ok and (v > low if low_open else v >= low)
     ok = ok and (v < high if high_open else v <= high)
@@ -86,6 +93,13 @@ def check_nonnegative(owner: str, name: str, value: Any) -> None:
     check_range(owner, name, value, 0.0)
 
 
+def check_positive(owner: str, name: str, value: Any) -> None:
+    """A number ``> 0``, not a schedule (a rate that enters a model's prior, say)."""
+    if callable(value) and not isinstance(value, (jax.Array, np.ndarray)):
+        raise TypeError(f"{owner}: {name} must be a number > 0, not a schedule, got {value!r}.")
+    check_range(owner, name, value, 0.0, low_open=True)
+
+
 def check_rate(owner: str, name: str, value: Any) -> None:
     """A learning rate or step size: a finite number ``>= 0`` or a schedule."""
     if callable(value) and not isinstance(value, (jax.Array, np.ndarray)):
@@ -98,6 +112,15 @@ def check_real(owner: str, name: str, value: Any) -> None:
     if callable(value) and not isinstance(value, (jax.Array, np.ndarray)):
         return
     check_range(owner, name, value)
+
+
+def check_int(owner: str, name: str, value: Any, low: int = 0, *, none_ok: bool = False) -> None:
+    """A Python integer ``>= low`` (a size, a count, a period), or ``None`` with ``none_ok``."""
+    if none_ok and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        kind = "None or an int" if none_ok else "an int"
+        raise ValueError(f"{owner}: {name} must be {kind} in {_interval(low, math.inf)}, got {value!r}.")
 
 
 def check_bool(owner: str, name: str, value: Any) -> None:

@@ -9,3 +9,4 @@ def x64():
     """float64 in JAX for one test; the previous setting is restored after."""
     with jax.enable_x64(True):
         yield
+

@@ -2,16 +2,23 @@
 
 Each entry is an :class:`OptCase`: an id, a factory (an adaptix alias or a
 hand-built chain with the same keyword interface) and the keyword arguments it
-is built with, plus flags describing what the contract may expect of it.
+is built with, plus flags describing what the contract may expect of it. The
+module also walks optimizer states (:func:`named_tuples`, :func:`map_named_tuples`)
+for the suites that look inside them.
 
-Import it from a test module as ``from optimizers import OPTIMIZERS`` (pytest
-puts ``tests/`` on ``sys.path``), or ``from tests.optimizers import ...``.
+Import it from a test module as ``from optimizers import OPTIMIZERS``: the
+``pythonpath`` setting of ``[tool.pytest.ini_options]`` in ``pyproject.toml`` puts
+``tests/`` on ``sys.path`` however pytest is started (``python -m pytest
+tests/test_packed.py`` from the root, ``python -m pytest test_packed.py`` from
+``tests/``); a script run from ``tests/`` (``python -c "import test_validation"``)
+finds it in its working directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import optax
 import pytest
@@ -26,16 +33,32 @@ class OptCase:
     Attributes:
       id: the pytest id.
       fn: a factory returning a gradient transformation; it takes ``kwargs``
-        as keywords (so ``optax.inject_hyperparams(fn)(**kwargs)`` works).
+        as keywords (so ``optax.inject_hyperparams(fn, static_args)(**kwargs)``
+        works: :meth:`make_injected`).
       kwargs: the hyperparameters the contract suites use.
       supports_complex: complex parameters are supported. Mirrors Optax's own
         alias tests (``optax/_src/alias_test.py``), which skip complex
         parameters for lion, rprop, adadelta, sign_sgd and signum: sign-based
         steps and Rprop's sign agreement are defined for real numbers only.
       lr_scales_updates: the update is proportional to ``learning_rate`` at
-        every step, so changing the injected learning rate scales it. False for
-        Rprop, whose learning rate is only the *initial* step size.
+        every step, so changing the injected learning rate scales it (and a
+        schedule is a per-step learning rate). False for Rprop, whose learning
+        rate is only the *initial* step size, and AdaBayes, whose learning rate
+        sets the filter's prior.
       needs_params: ``update`` needs ``params`` (weight decay).
+      elementwise: each coordinate's update is computed from that coordinate's
+        gradients alone, so the state is parameter-shaped and a step costs O(n)
+        for a leaf of n entries. False for full-matrix AdaGrad, whose ``n x n``
+        preconditioner couples the coordinates of a leaf: packing leaves into
+        one vector changes its updates, its second moment ``sum g g^H`` is
+        complex Hermitian (not a real ``|g|^2``), an ``eigh`` spreads float32
+        rounding over the whole leaf (eager and jit agree to 1e-4 or so, not to
+        a few ulps), and a leaf costs O(n^2) memory and O(n^3) time per step.
+        The suites skip, or adapt, what cannot apply, and say why. (The
+        ``diagnostics`` chain is elementwise in this sense: its summaries are
+        global, but its updates are Adam's and its EMAs parameter-shaped.)
+      static_args: arguments of ``fn`` that ``optax.inject_hyperparams`` must
+        leave alone: integer sizes, which it would otherwise turn into arrays.
       flax_kwargs: overrides for the short Flax training runs.
     """
 
@@ -45,6 +68,8 @@ class OptCase:
     supports_complex: bool = True
     lr_scales_updates: bool = True
     needs_params: bool = False
+    elementwise: bool = True
+    static_args: tuple[str, ...] = ()
     flax_kwargs: dict = dataclasses.field(default_factory=dict)
 
     def make(self, **overrides: Any) -> optax.GradientTransformation:
@@ -53,9 +78,56 @@ class OptCase:
     def make_flax(self) -> optax.GradientTransformation:
         return self.make(**self.flax_kwargs)
 
+    def make_injected(self, **overrides: Any) -> optax.GradientTransformation:
+        """The entry under ``optax.inject_hyperparams``: its numeric ``kwargs`` live in the state."""
+        return optax.inject_hyperparams(self.fn, static_args=self.static_args)(**{**self.kwargs, **overrides})
+
     @property
     def param(self):
         return pytest.param(self, id=self.id)
+
+
+# ----------------------------------------------------------------------------
+# Walking a state: NamedTuples (one per stage, ``CountedState`` around a chain's
+# stages), tuples, lists and dicts, down to arrays and ``None``.
+# ----------------------------------------------------------------------------
+
+
+def is_named_tuple(node: Any) -> bool:
+    return isinstance(node, tuple) and hasattr(node, "_fields")
+
+
+def named_tuples(state: Any) -> list:
+    """Every NamedTuple of ``state``, each before those inside it, in field order."""
+    found = []
+
+    def visit(node):
+        if is_named_tuple(node):
+            found.append(node)
+        if isinstance(node, (tuple, list)):
+            for value in node:
+                visit(value)
+        elif isinstance(node, dict):
+            for value in node.values():
+                visit(value)
+
+    visit(state)
+    return found
+
+
+def map_named_tuples(fn: Callable[[Any], Any], state: Any) -> Any:
+    """``state`` rebuilt with every NamedTuple ``t`` replaced by ``fn(t)``, those inside it first."""
+
+    def visit(node):
+        if is_named_tuple(node):
+            return fn(type(node)(*(visit(value) for value in node)))
+        if isinstance(node, (tuple, list)):
+            return type(node)(visit(value) for value in node)
+        if isinstance(node, dict):
+            return {key: visit(value) for key, value in node.items()}
+        return node
+
+    return visit(state)
 
 
 # ----------------------------------------------------------------------------
@@ -97,6 +169,17 @@ def packed_adamw(learning_rate, weight_decay=1e-2):
     return adaptix.packed(adaptix.adamw(learning_rate, weight_decay=weight_decay), max_leaf_size=8)
 
 
+def adam_with_diagnostics(learning_rate):
+    """Adam followed by the pass-through ``diagnostics`` stage, keeping its per-coordinate trees.
+
+    The stage stands after the step, as in ``docs/theory.md``, so its summaries
+    describe Adam's updates. The updates are Adam's; the state adds the stage's
+    own EMAs, global summaries (norms, maxima, means over all leaves) and the full
+    SNR and effective-step trees.
+    """
+    return adaptix.chain(adaptix.adam(learning_rate), adaptix.diagnostics(keep_full=True))
+
+
 # ----------------------------------------------------------------------------
 # The table.
 # ----------------------------------------------------------------------------
@@ -130,6 +213,14 @@ ALIASES: tuple[OptCase, ...] = (
     OptCase("sign_sgd", adaptix.sign_sgd, dict(learning_rate=3e-3), **_REAL_ONLY),
     OptCase("signum", adaptix.signum, dict(learning_rate=3e-3), **_REAL_ONLY),
     OptCase("rprop", adaptix.rprop, dict(learning_rate=1e-3), **_REAL_ONLY, lr_scales_updates=False),
+    # AdaBayes's learning rate sets the filter's prior (its step is the posterior variance), not a
+    # factor of the step: the update is not proportional to it, and a schedule is refused.
+    OptCase("adabayes", adaptix.adabayes, dict(learning_rate=1e-2, sgd_learning_rate=0.1), lr_scales_updates=False),
+    OptCase("adabayes_fp", adaptix.adabayes_fp, dict(learning_rate=1e-2, sgd_learning_rate=0.1, weight_decay=1e-3),
+            lr_scales_updates=False, needs_params=True),
+    # An n x n matrix per leaf: the suites' leaves have at most 120 entries (test_compiled_step's small leaf).
+    OptCase("full_matrix_adagrad", adaptix.full_matrix_adagrad, dict(learning_rate=0.1, eps=1e-3), elementwise=False,
+            static_args=("max_size",)),  # an int that inject_hyperparams would turn into an array
 )
 
 CHAINS: tuple[OptCase, ...] = (
@@ -138,11 +229,11 @@ CHAINS: tuple[OptCase, ...] = (
     OptCase("chain_adam_l2", adam_l2, dict(learning_rate=0.01), needs_params=True),
     OptCase("chain_clipped_adam", clipped_adam, dict(learning_rate=0.01)),
     OptCase("packed_adamw", packed_adamw, dict(learning_rate=0.01), needs_params=True),
+    OptCase("chain_adam_diagnostics", adam_with_diagnostics, dict(learning_rate=0.01)),
 )
 
 OPTIMIZERS: tuple[OptCase, ...] = ALIASES + CHAINS
 
-ALIAS_PARAMS = [c.param for c in ALIASES]
 OPTIMIZER_PARAMS = [c.param for c in OPTIMIZERS]
 COMPLEX_PARAMS = [c.param for c in OPTIMIZERS if c.supports_complex]
 LR_SCALING_PARAMS = [c.param for c in OPTIMIZERS if c.lr_scales_updates]

@@ -31,12 +31,13 @@ def _flat(tree):
     return np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(tree)])
 
 
-def _run(opt, grads, params=None):
+def _run(opt, grads, params=None, jit=False):
     params = _params() if params is None else params
     state = opt.init(params)
+    update = jax.jit(opt.update) if jit else opt.update  # eager: compared bit for bit with eager Adam
     outs = []
     for g in grads:
-        u, state = opt.update(jax.tree.map(jnp.asarray, g), state, params)
+        u, state = update(jax.tree.map(jnp.asarray, g), state, params)
         outs.append(u)
         params = optax.apply_updates(params, u)
     return outs, state
@@ -72,7 +73,8 @@ def test_summaries_match_numpy_reference():
     d = adaptix.read_diagnostics(state)
 
     m = v = 0.0
-    for t, g in enumerate(grads, start=1):
+    t = len(grads)  # the last step
+    for g in grads:
         gf = _flat(g)
         m = B1 * m + (1 - B1) * gf
         v = B2 * v + (1 - B2) * gf**2
@@ -116,6 +118,7 @@ def test_bias_correction_factor_curve():
     step = jax.jit(opt.update)
     for _ in range(1000):
         _, state = step(jnp.ones(1), state)
+    assert step._cache_size() == 1  # the history buffer keeps its avals: one trace for 1000 steps
     c = adaptix.read_diagnostics_history(state)["bias_correction"]
     assert c.shape == (1000,)
     assert c[0] == pytest.approx(0.3162, abs=1e-4)
@@ -193,30 +196,10 @@ def test_works_in_flax_nnx_optimizer():
     assert adaptix.read_diagnostics_history(optimizer.opt_state)["step"].tolist() == [1.0, 2.0, 3.0]
 
 
-def test_no_recompilation_and_structure_stable():
-    opt = adaptix.chain(adaptix.adam(1e-3), adaptix.diagnostics(history=2, keep_full=True))
-    params = _params()
-    state = opt.init(params)
-    traces = []
-
-    @jax.jit
-    def step(g, s):
-        traces.append(1)
-        return opt.update(g, s, params)
-
-    g = jax.tree.map(jnp.asarray, _grads(1)[0])
-    _, s1 = step(g, state)
-    _, s2 = step(g, s1)
-    assert len(traces) == 1
-    assert jax.tree.structure(s1) == jax.tree.structure(state) == jax.tree.structure(s2)
-    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(s2)):
-        assert a.shape == b.shape and a.dtype == b.dtype
-
-
 @pytest.mark.parametrize("kwargs, match", [
     ({"b1": 1.0}, r"diagnostics: b1 must be finite and in \[0, 1\), got 1.0"),
     ({"b2": -0.1}, r"diagnostics: b2 must be finite and in \[0, 1\), got -0.1"),
-    ({"eps": -1.0}, r"diagnostics: eps must be finite and in \[0, inf\], got -1.0"),
+    ({"eps": -1.0}, r"diagnostics: eps must be finite and in \[0, inf\), got -1.0"),
     ({"snr_threshold": float("nan")}, r"diagnostics: snr_threshold must be finite"),
     ({"history": -1}, r"diagnostics: history must be an int in \[0, inf\), got -1"),
     ({"history": 2.5}, r"diagnostics: history must be an int"),
@@ -230,11 +213,11 @@ def test_validation(kwargs, match):
 
 def test_every_records_every_kth_step_and_emas_see_all_gradients():
     grads = _grads(7)
-    _, dense = _run(adaptix.chain(adaptix.adam(1e-2), adaptix.diagnostics(history=8)), grads)
+    _, dense = _run(adaptix.chain(adaptix.adam(1e-2), adaptix.diagnostics(history=8)), grads, jit=True)
     sparse_opt = adaptix.chain(adaptix.adam(1e-2), adaptix.diagnostics(history=2, every=3))
-    outs, sparse = _run(sparse_opt, grads[:5])
+    outs, sparse = _run(sparse_opt, grads[:5], jit=True)  # every > 1: a lax.cond, cheaper compiled once
     assert adaptix.read_diagnostics(sparse)["step"] == 4.0  # steps 1, 4, 7, ... are recorded
-    _, sparse = _run(sparse_opt, grads)
+    _, sparse = _run(sparse_opt, grads, jit=True)
     d_sparse, d_dense = adaptix.read_diagnostics(sparse), adaptix.read_diagnostics(dense)
     assert d_sparse["step"] == 7.0
     for k in d_dense:
@@ -280,8 +263,8 @@ def test_sample_tracks_fixed_blocks_and_keeps_exact_norms():
     stride = -(-n // sample)
     sampled = adaptix.chain(adaptix.adam(1e-2), adaptix.diagnostics(B1, B2, EPS, sample=sample))
     full = adaptix.chain(adaptix.adam(1e-2), adaptix.diagnostics(B1, B2, EPS, sample=None))
-    outs, s_state = _run(sampled, grads, params)
-    _, f_state = _run(full, grads, params)
+    outs, s_state = _run(sampled, grads, params, jit=True)
+    _, f_state = _run(full, grads, params, jit=True)
     d, d_full = adaptix.read_diagnostics(s_state), adaptix.read_diagnostics(f_state)
     # the EMAs are kept for the sampled blocks only
     mu = s_state.inner_state[-1].snr_mu
@@ -293,7 +276,8 @@ def test_sample_tracks_fixed_blocks_and_keeps_exact_norms():
     # sampled summaries follow the equations on the documented blocks
     keys = sorted(shapes)
     m = v = 0.0
-    for t, g in enumerate(grads, start=1):
+    t = len(grads)  # the last step
+    for g in grads:
         gs = np.concatenate([_blocks(g[k], stride) for k in keys])
         m = B1 * m + (1 - B1) * gs
         v = B2 * v + (1 - B2) * gs**2
@@ -322,8 +306,8 @@ def test_small_trees_and_keep_full_track_every_coordinate():
 
 @pytest.mark.parametrize("sample, match", [
     (0, r"diagnostics: sample must be None or an int in \[1, inf\), got 0"),
-    (-3, r"diagnostics: sample must be an int in \[0, inf\), got -3"),
-    (2.5, r"diagnostics: sample must be an int"),
+    (-3, r"diagnostics: sample must be None or an int in \[1, inf\), got -3"),
+    (2.5, r"diagnostics: sample must be None or an int"),
 ])
 def test_sample_validation(sample, match):
     with pytest.raises(ValueError, match=match):

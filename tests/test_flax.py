@@ -12,10 +12,7 @@ from flax.training import train_state
 
 import adaptix
 
-try:
-    from optimizers import OPTIMIZER_PARAMS
-except ImportError:  # tests/ imported as a package
-    from tests.optimizers import OPTIMIZER_PARAMS
+from optimizers import OPTIMIZER_PARAMS
 
 STEPS = 30
 

@@ -86,6 +86,13 @@ def test_zero_gradient_gives_zero_not_nan():
     np.testing.assert_array_equal(u, jnp.zeros(4))
 
 
+def test_empty_leaf_passes_through():
+    opt = adaptix.full_matrix_adagrad(0.1)
+    params = {"w": jnp.ones(3), "empty": jnp.zeros((0,))}
+    u, _ = opt.update(params, opt.init(params))
+    assert u["empty"].shape == (0,)
+
+
 def test_in_chain_it_measures_grad_and_rescales_its_input():
     """After a momentum stage, the preconditioner is still built from the raw gradient."""
     chained = adaptix.chain(adaptix.trace(0.5), adaptix.scale_by_full_matrix_rss(eps=0.1))
@@ -106,7 +113,7 @@ def test_leaf_size_limit_and_validation():
     adaptix.scale_by_full_matrix_rss(max_size=5000).init({"big": jnp.zeros((80, 60))})
     with pytest.raises(ValueError, match=r"max_size must be an int in \[1, inf\), got 0"):
         adaptix.scale_by_full_matrix_rss(max_size=0)
-    with pytest.raises(ValueError, match=r"scale_by_full_matrix_rss: eps must be finite and in \[0, inf\], got -1"):
+    with pytest.raises(ValueError, match=r"scale_by_full_matrix_rss: eps must be finite and in \[0, inf\), got -1"):
         adaptix.scale_by_full_matrix_rss(eps=-1.0)
     with pytest.raises(ValueError, match=r"full_matrix_adagrad: learning_rate must be finite"):
         adaptix.full_matrix_adagrad(-0.1)

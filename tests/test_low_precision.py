@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -25,10 +25,7 @@ import pytest
 
 import adaptix
 
-try:
-    from optimizers import OPTIMIZER_PARAMS
-except ImportError:  # tests/ imported as a package
-    from tests.optimizers import OPTIMIZER_PARAMS
+from optimizers import OPTIMIZER_PARAMS, map_named_tuples, named_tuples
 
 INT32_MAX = int(np.iinfo(np.int32).max)
 STEPS = 10_000
@@ -100,7 +97,8 @@ def test_trains_10k_steps_in_low_precision(name):
         assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(final[key]))
         assert all_finite(final[key]), f"{name}/{key}: non-finite parameters after {STEPS} steps"
         curve = np.asarray(losses[key], np.float32)
-        assert np.all(np.isfinite(curve)), f"{name}/{key}: first non-finite loss at step {np.argmin(np.isfinite(curve))}"
+        first_bad = np.argmin(np.isfinite(curve))
+        assert np.all(np.isfinite(curve)), f"{name}/{key}: first non-finite loss at step {first_bad}"
         # trains: the loss at the end is well below log(2), the loss at zero parameters
         assert curve[-100:].mean() < 0.8 * curve[0], (name, key, curve[0], curve[-100:].mean())
     assert all_finite(state), f"{name}: non-finite optimizer state after {STEPS} steps"
@@ -113,46 +111,23 @@ def test_trains_10k_steps_in_low_precision(name):
 # ----------------------------------------------------------------------------
 
 
-def is_state_tuple(node) -> bool:
-    return isinstance(node, tuple) and hasattr(node, "_fields")
-
-
 def set_counts(state: Any, count: int) -> Any:
     """Every ``count`` field of every NamedTuple set to ``count`` (``mu_product`` to ``b**count``)."""
 
-    def visit(node):
-        if is_state_tuple(node):
-            fields = {name: visit(value) for name, value in zip(node._fields, node)}
-            if "count" in fields and jnp.issubdtype(jnp.result_type(fields["count"]), jnp.integer):
-                fields["count"] = jnp.asarray(count, jnp.result_type(fields["count"]))
-            if isinstance(node, adaptix.NesterovEmaState) and fields["mu_product"] is not None:
-                # the running product of momentum factors is about b1**count: 0 at this count
-                fields["mu_product"] = jnp.zeros_like(fields["mu_product"])
-            return type(node)(**fields)
-        if isinstance(node, (tuple, list)):
-            return type(node)(visit(v) for v in node)
-        if isinstance(node, dict):
-            return {k: visit(v) for k, v in node.items()}
-        return node
+    def reset(node):
+        changes = {}
+        if "count" in node._fields and jnp.issubdtype(jnp.result_type(node.count), jnp.integer):
+            changes["count"] = jnp.asarray(count, jnp.result_type(node.count))
+        if isinstance(node, adaptix.NesterovEmaState) and node.mu_product is not None:
+            # the running product of momentum factors is about b1**count: 0 at this count
+            changes["mu_product"] = jnp.zeros_like(node.mu_product)
+        return node._replace(**changes)
 
-    return visit(state)
+    return map_named_tuples(reset, state)
 
 
 def counts_of(state: Any) -> list[int]:
-    found = []
-
-    def visit(node):
-        if is_state_tuple(node) and "count" in node._fields:
-            found.append(int(node.count))
-        if isinstance(node, (tuple, list)):
-            for v in node:
-                visit(v)
-        elif isinstance(node, dict):
-            for v in node.values():
-                visit(v)
-
-    visit(state)
-    return found
+    return [int(node.count) for node in named_tuples(state) if "count" in node._fields]
 
 
 def small_params(dtype=jnp.float32):
@@ -179,9 +154,11 @@ def test_counter_saturates_near_int32_max(case):
         params = optax.apply_updates(params, updates)
     counts = counts_of(state)
     assert counts == [INT32_MAX] * len(counts), counts  # saturated, never negative
-    # a counter exactly where the Optax alias keeps one (rmsprop without bias correction has none)
+    # a counter exactly where the Optax alias keeps one (rmsprop without bias correction has none),
+    # and none in full-matrix AdaGrad (Optax has none), which has no bias correction either
     assert has_count or case.id in {"sgd", "sgd_momentum", "sgd_nesterov", "adagrad", "adadelta", "rmsprop",
-                                    "rmsprop_centered_momentum", "chain_rmsprop_momentum", "sign_sgd", "rprop"}
+                                    "rmsprop_centered_momentum", "chain_rmsprop_momentum", "sign_sgd", "rprop",
+                                    "full_matrix_adagrad"}
 
 
 def moments_state(m, v, count):
@@ -221,7 +198,7 @@ def test_decay_power_in_float32_for_low_precision(dtype):
     # At t = 1, 1 - 0.999**1 = 1e-3: exact enough in float32; in bf16, 0.999 rounds to 1.0
     # and the correction would divide by zero.
     assert float(jnp.asarray(0.999, jnp.bfloat16)) == 1.0
-    assert adaptix._base.scalar_dtype({"w": jnp.zeros(2, dtype)}) == jnp.float32
+    assert adaptix._accumulators.scalar_dtype({"w": jnp.zeros(2, dtype)}) == jnp.float32
     out, _ = adaptix.bias_correction(0.999).update(
         jnp.ones(2, dtype), adaptix.CountedState(jnp.asarray(0, jnp.int32), adaptix.EmptyState()))
     np.testing.assert_allclose(np.asarray(out, np.float32), 1000.0, rtol=1e-2)

@@ -1,4 +1,5 @@
-"""Parameter-difference momentum (Hinton) against trace/EMA momentum: equal for a constant step, not under a schedule."""
+"""Parameter-difference momentum (Hinton) against trace/EMA momentum: equal for a constant step, not under a
+schedule."""
 
 from __future__ import annotations
 
@@ -93,7 +94,8 @@ def test_uses_the_update_actually_applied():
 
 
 def test_validation_params_required_and_structure():
-    with pytest.raises(ValueError, match=r"parameter_difference_momentum: beta must be finite and in \[0, 1\], got 1.5"):
+    message = r"parameter_difference_momentum: beta must be finite and in \[0, 1\], got 1.5"
+    with pytest.raises(ValueError, match=message):
         adaptix.parameter_difference_momentum(1.5)
     opt = adaptix.parameter_difference_momentum(0.9)
     with pytest.raises(ValueError, match="params are required"):

@@ -24,10 +24,7 @@ import pytest
 
 import adaptix
 
-try:
-    from optimizers import OPTIMIZER_PARAMS, OPTIMIZERS, OptCase
-except ImportError:  # tests/ imported as a package
-    from tests.optimizers import OPTIMIZER_PARAMS, OPTIMIZERS, OptCase
+from optimizers import OPTIMIZER_PARAMS, OptCase
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
 
@@ -100,7 +97,10 @@ def test_zero_gradients_never_give_nan(case):
     assert finite(updates) and finite(state)
     if not case.needs_params:
         for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(grads)):
-            assert bool(jnp.all(jnp.where(g == 0, u == 0, True))), f"{case.id}: a zero-gradient coordinate moved"
+            # A full-matrix preconditioner maps g to Q f(L) Q^T g: exactly 0 at g's zeros in exact
+            # arithmetic, a rounding error of the eigendecomposition (relative to the step) in floats.
+            moved = jnp.abs(u) if case.elementwise else jnp.abs(u) / jnp.max(jnp.abs(u)) > 1e-4
+            assert bool(jnp.all(jnp.where(g == 0, moved == 0, True))), f"{case.id}: a zero-gradient coordinate moved"
 
     for _ in range(8):  # and back to zero gradients: still finite (RAdam's adaptive phase included)
         updates, state = update(zeros_like(params), state, params)

@@ -10,10 +10,7 @@ import pytest
 
 import adaptix
 
-try:
-    from optimizers import OPTIMIZER_PARAMS
-except ImportError:  # tests/ imported as a package
-    from tests.optimizers import OPTIMIZER_PARAMS
+from optimizers import OPTIMIZER_PARAMS
 
 MAX = 16  # leaves with more than 16 entries stay unpacked
 
@@ -63,8 +60,11 @@ def test_packed_gives_the_same_updates(case, jit):
     (vectorised bodies and scalar tails, fused multiply-adds, a division by a reciprocal
     refined once), which can move a result by one unit in the last place; the plain chain
     does the same between two tree layouts. A global norm (``chain_clipped_adam``) is also
-    summed in another order."""
-    ulps = 8 if case.id == "chain_clipped_adam" else 2
+    summed in another order. AdaBayes-FP adds its weight decay to a step of about the same
+    size: where the two nearly cancel, one ulp of either is a few of the sum."""
+    if not case.elementwise:
+        pytest.skip(f"{case.id}: not elementwise: packed into one vector, leaves share one matrix: other updates")
+    ulps = {"chain_clipped_adam": 8, "adabayes_fp": 4}.get(case.id, 2)
     plain, _ = _run(case.make(), jit=jit)
     packed, state = _run(adaptix.packed(case.make(), max_leaf_size=MAX), jit=jit)
     for a, b in zip(plain, packed):

@@ -18,6 +18,7 @@ import optax
 import pytest
 
 import adaptix
+
 from reference_data import (
     ALTERNATING,
     LATE_START,

@@ -16,6 +16,7 @@ import optax
 import pytest
 
 import adaptix
+
 from reference_data import (
     ALTERNATING,
     EPS64,
@@ -78,7 +79,7 @@ def _cosine():
     return optax.cosine_decay_schedule(0.05, decay_steps=100, alpha=0.1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cosine_at(t):
     """The schedule's value at step ``t`` (adaptix's ``scale_by_learning_rate`` uses it at step ``t``).
 
@@ -87,131 +88,131 @@ def _cosine_at(t):
     return float(_cosine()(t))
 
 
-O = torch.optim
+optim = torch.optim
 
 # (id, adaptix factory, torch factory taking the parameter list, lr_at or None).
 CASES = [
-    ("sgd", lambda: adaptix.sgd(0.1), lambda p: O.SGD(p, lr=0.1), None),
-    ("sgd-momentum", lambda: adaptix.sgd(0.1, momentum=0.9), lambda p: O.SGD(p, lr=0.1, momentum=0.9), None),
+    ("sgd", lambda: adaptix.sgd(0.1), lambda p: optim.SGD(p, lr=0.1), None),
+    ("sgd-momentum", lambda: adaptix.sgd(0.1, momentum=0.9), lambda p: optim.SGD(p, lr=0.1, momentum=0.9), None),
     (
         "sgd-nesterov",
         lambda: adaptix.sgd(0.1, momentum=0.9, nesterov=True),
-        lambda p: O.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
+        lambda p: optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
         None,
     ),
     (
         "adagrad",
         lambda: adaptix.adagrad(0.5, initial_accumulator_value=0.0, eps=1e-10, eps_in_sqrt=False),
-        lambda p: O.Adagrad(p, lr=0.5),
+        lambda p: optim.Adagrad(p, lr=0.5),
         None,
     ),
     (
         "adagrad-initial-accumulator",
         lambda: adaptix.adagrad(0.5, initial_accumulator_value=0.1, eps=1e-10, eps_in_sqrt=False),
-        lambda p: O.Adagrad(p, lr=0.5, initial_accumulator_value=0.1),
+        lambda p: optim.Adagrad(p, lr=0.5, initial_accumulator_value=0.1),
         None,
     ),
     (
         "rmsprop",
         lambda: adaptix.rmsprop(0.01, decay=0.99, eps=1e-8, eps_in_sqrt=False),
-        lambda p: O.RMSprop(p, lr=0.01),
+        lambda p: optim.RMSprop(p, lr=0.01),
         None,
     ),
     (
         "rmsprop-centered",
         lambda: adaptix.rmsprop(0.01, decay=0.99, eps=1e-8, eps_in_sqrt=False, centered=True),
-        lambda p: O.RMSprop(p, lr=0.01, centered=True),
+        lambda p: optim.RMSprop(p, lr=0.01, centered=True),
         None,
     ),
     (
         "rmsprop-momentum",
         lambda: adaptix.rmsprop(0.01, decay=0.9, eps=1e-8, eps_in_sqrt=False, momentum=0.9),
-        lambda p: O.RMSprop(p, lr=0.01, alpha=0.9, momentum=0.9),
+        lambda p: optim.RMSprop(p, lr=0.01, alpha=0.9, momentum=0.9),
         None,
     ),
     (
         "rmsprop-centered-momentum",
         lambda: adaptix.rmsprop(0.01, decay=0.9, eps=1e-6, eps_in_sqrt=False, centered=True, momentum=0.5),
-        lambda p: O.RMSprop(p, lr=0.01, alpha=0.9, eps=1e-6, centered=True, momentum=0.5),
+        lambda p: optim.RMSprop(p, lr=0.01, alpha=0.9, eps=1e-6, centered=True, momentum=0.5),
         None,
     ),
-    ("adadelta-lr1", lambda: adaptix.adadelta(1.0), lambda p: O.Adadelta(p, lr=1.0), None),
-    ("adadelta-None-is-lr1", lambda: adaptix.adadelta(), lambda p: O.Adadelta(p), None),
+    ("adadelta-lr1", lambda: adaptix.adadelta(1.0), lambda p: optim.Adadelta(p, lr=1.0), None),
+    ("adadelta-None-is-lr1", lambda: adaptix.adadelta(), lambda p: optim.Adadelta(p), None),
     (
         "adadelta-lr-weight-decay",
         lambda: adaptix.adadelta(0.5, rho=0.95, eps=1e-5, weight_decay=0.1),
-        lambda p: O.Adadelta(p, lr=0.5, rho=0.95, eps=1e-5, weight_decay=0.1),
+        lambda p: optim.Adadelta(p, lr=0.5, rho=0.95, eps=1e-5, weight_decay=0.1),
         None,
     ),
-    ("adam", lambda: adaptix.adam(0.05), lambda p: O.Adam(p, lr=0.05), None),
+    ("adam", lambda: adaptix.adam(0.05), lambda p: optim.Adam(p, lr=0.05), None),
     (
         "adam-betas-eps",
         lambda: adaptix.adam(0.01, b1=0.8, b2=0.99, eps=1e-6),
-        lambda p: O.Adam(p, lr=0.01, betas=(0.8, 0.99), eps=1e-6),
+        lambda p: optim.Adam(p, lr=0.01, betas=(0.8, 0.99), eps=1e-6),
         None,
     ),
     (
         "adam-l2",
         lambda: adaptix.chain(adaptix.add_decayed_weights(0.1), adaptix.adam(0.05)),
-        lambda p: O.Adam(p, lr=0.05, weight_decay=0.1),
+        lambda p: optim.Adam(p, lr=0.05, weight_decay=0.1),
         None,
     ),
     (
         "adamw",
         lambda: adaptix.adamw(0.05, weight_decay=0.1),
-        lambda p: O.AdamW(p, lr=0.05, weight_decay=0.1),
+        lambda p: optim.AdamW(p, lr=0.05, weight_decay=0.1),
         None,
     ),
     # torch.optim.AdamW's default decay is 1e-2 (Optax's and adaptix's 1e-4): pass it explicitly.
     (
         "adamw-torch-default-decay",
         lambda: adaptix.adamw(0.05, weight_decay=1e-2),
-        lambda p: O.AdamW(p, lr=0.05),
+        lambda p: optim.AdamW(p, lr=0.05),
         None,
     ),
     (
         "amsgrad",
         lambda: adaptix.amsgrad(0.05, debias_before_max=False),
-        lambda p: O.Adam(p, lr=0.05, amsgrad=True),
+        lambda p: optim.Adam(p, lr=0.05, amsgrad=True),
         None,
     ),
     (
         "nadam",
         lambda: adaptix.nadam(0.05, momentum_decay=4e-3),
-        lambda p: O.NAdam(p, lr=0.05, momentum_decay=4e-3),
+        lambda p: optim.NAdam(p, lr=0.05, momentum_decay=4e-3),
         None,
     ),
     (
         "nadam-l2",
         lambda: adaptix.chain(adaptix.add_decayed_weights(0.1), adaptix.nadam(0.05, momentum_decay=4e-3)),
-        lambda p: O.NAdam(p, lr=0.05, weight_decay=0.1),
+        lambda p: optim.NAdam(p, lr=0.05, weight_decay=0.1),
         None,
     ),
     (
         "nadamw",
         lambda: adaptix.nadamw(0.05, momentum_decay=4e-3, weight_decay=0.1),
-        lambda p: O.NAdam(p, lr=0.05, weight_decay=0.1, decoupled_weight_decay=True),
+        lambda p: optim.NAdam(p, lr=0.05, weight_decay=0.1, decoupled_weight_decay=True),
         None,
     ),
-    ("adamax", lambda: adaptix.adamax(0.05), lambda p: O.Adamax(p, lr=0.05), None),
+    ("adamax", lambda: adaptix.adamax(0.05), lambda p: optim.Adamax(p, lr=0.05), None),
     (
         "adamax-betas-eps",
         lambda: adaptix.adamax(0.01, b1=0.8, b2=0.99, eps=1e-6),
-        lambda p: O.Adamax(p, lr=0.01, betas=(0.8, 0.99), eps=1e-6),
+        lambda p: optim.Adamax(p, lr=0.01, betas=(0.8, 0.99), eps=1e-6),
         None,
     ),
     # An Optax schedule against PyTorch with group["lr"] set to the schedule's value before each step.
-    ("cosine-adam", lambda: adaptix.adam(_cosine()), lambda p: O.Adam(p, lr=_cosine_at(0)), _cosine_at),
+    ("cosine-adam", lambda: adaptix.adam(_cosine()), lambda p: optim.Adam(p, lr=_cosine_at(0)), _cosine_at),
     (
         "cosine-adamw",
         lambda: adaptix.adamw(_cosine(), weight_decay=0.1),
-        lambda p: O.AdamW(p, lr=_cosine_at(0), weight_decay=0.1),
+        lambda p: optim.AdamW(p, lr=_cosine_at(0), weight_decay=0.1),
         _cosine_at,
     ),
     (
         "cosine-sgd-momentum",
         lambda: adaptix.sgd(_cosine(), momentum=0.9),
-        lambda p: O.SGD(p, lr=_cosine_at(0), momentum=0.9),
+        lambda p: optim.SGD(p, lr=_cosine_at(0), momentum=0.9),
         _cosine_at,
     ),
     # The design's Adam, built by hand from primitives.
@@ -223,7 +224,7 @@ CASES = [
             adaptix.bias_correction(0.9),
             adaptix.scale_by_learning_rate(0.05),
         ),
-        lambda p: O.Adam(p, lr=0.05),
+        lambda p: optim.Adam(p, lr=0.05),
         None,
     ),
 ]

@@ -24,10 +24,7 @@ from flax import serialization
 
 import adaptix
 
-try:
-    from optimizers import OPTIMIZERS, OptCase
-except ImportError:  # tests/ imported as a package
-    from tests.optimizers import OPTIMIZERS, OptCase
+from optimizers import OPTIMIZERS, OptCase, named_tuples
 
 ocp = pytest.importorskip("orbax.checkpoint")
 
@@ -93,20 +90,7 @@ def assert_identical(restored, original):
 
 
 def named_tuple_types(tree) -> list[type]:
-    found = []
-
-    def visit(node):
-        if isinstance(node, tuple) and hasattr(node, "_fields"):
-            found.append(type(node))
-        if isinstance(node, (tuple, list)):
-            for v in node:
-                visit(v)
-        elif isinstance(node, dict):
-            for v in node.values():
-                visit(v)
-
-    visit(tree)
-    return found
+    return [type(node) for node in named_tuples(tree)]
 
 
 _JITTED: dict[str, optax.GradientTransformation] = {}

@@ -25,10 +25,7 @@ from pathlib import Path
 
 import pytest
 
-try:
-    from optimizers import OPTIMIZERS
-except ImportError:  # tests/ imported as a package
-    from tests.optimizers import OPTIMIZERS
+from optimizers import OPTIMIZER_PARAMS
 
 TESTS = Path(__file__).resolve().parent
 DOC = TESTS.parent / "docs" / "sharding.md"
@@ -121,7 +118,8 @@ results["optax_jit"], _ = mismatches(jax.jit(optax.adam(1e-3).init)(params), par
 # NaN/Inf parameters still give exact zeros under jit.
 bad = dict(HOST, w=np.full((8, 4), np.nan, np.float32), b=np.full(8, np.inf, np.float32))
 st = jax.jit(adaptix.adam(1e-3).init)(sharded(bad))
-results["nan_params_zero_state"] = all(bool(np.all(np.asarray(v) == 0)) for v in jax.tree.leaves(otu.tree_get(st, "mu")) + jax.tree.leaves(otu.tree_get(st, "nu")))
+moments = jax.tree.leaves(otu.tree_get(st, "mu")) + jax.tree.leaves(otu.tree_get(st, "nu"))
+results["nan_params_zero_state"] = all(bool(np.all(np.asarray(v) == 0)) for v in moments)
 
 # out_shardings overrides the parameters' layout (ZeRO-style state).
 opt = adaptix.adam(1e-3)
@@ -167,9 +165,9 @@ def test_eight_simulated_devices(results):
     assert results["device_count"] == 8
 
 
-@pytest.mark.parametrize("case_id", [c.id for c in OPTIMIZERS])
-def test_state_follows_parameter_sharding(results, case_id):
-    entry = results["cases"][case_id]
+@pytest.mark.parametrize("case", OPTIMIZER_PARAMS)
+def test_state_follows_parameter_sharding(results, case):
+    entry = results["cases"][case.id]
     assert entry["n_param_leaves"] >= 0
     assert entry["eager"] == [], f"eager init lost the sharding: {entry['eager']}"
     assert entry["jit"] == [], f"init under jit lost the sharding: {entry['jit']}"
@@ -177,9 +175,9 @@ def test_state_follows_parameter_sharding(results, case_id):
     assert entry["param_shardings_kept"]
 
 
-@pytest.mark.parametrize("case_id", [c.id for c in OPTIMIZERS])
-def test_sharded_step_equals_single_device_step(results, case_id):
-    entry = results["cases"][case_id]
+@pytest.mark.parametrize("case", OPTIMIZER_PARAMS)
+def test_sharded_step_equals_single_device_step(results, case):
+    entry = results["cases"][case.id]
     assert entry["finite"]
     # The loss's matmul reduces over the sharded axis: equal up to float32 rounding.
     assert entry["max_param_diff"] <= 1e-5 * max(1.0, entry["scale"]), entry
@@ -223,7 +221,8 @@ def test_init_under_jax_transformations():
     import jax.numpy as jnp
     import numpy as np
     import optax
-    from jax.sharding import Mesh, PartitionSpec as P
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
 
     import adaptix
 
@@ -237,8 +236,8 @@ def test_init_under_jax_transformations():
         "pmap": jax.pmap(opt.init)(x),
         "scan": jax.lax.scan(lambda c, p: (c, opt.init(p)), 0, x)[1],
         "cond": jax.jit(lambda p: jax.lax.cond(True, opt.init, opt.init, p))(x),
-        "shard_map": jax.jit(jax.shard_map(lambda p: optax.tree_utils.tree_get(opt.init(p), "nu"), mesh=mesh, in_specs=P("d"),
-                                           out_specs=P("d")))(x),
+        "shard_map": jax.jit(jax.shard_map(lambda p: optax.tree_utils.tree_get(opt.init(p), "nu"), mesh=mesh,
+                                           in_specs=P("d"), out_specs=P("d")))(x),
         "eval_shape": jax.eval_shape(opt.init, x),
     }
     for name, state in results.items():

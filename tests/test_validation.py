@@ -11,7 +11,8 @@ import dataclasses
 import math
 import re
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -21,11 +22,7 @@ import pytest
 
 import adaptix
 
-try:
-    from optimizers import ALIAS_PARAMS, OPTIMIZER_PARAMS
-except ImportError:  # tests/ imported as a package
-    from tests.optimizers import ALIAS_PARAMS, OPTIMIZER_PARAMS
-
+from optimizers import ALIASES, OPTIMIZER_PARAMS
 
 NAN, INF = math.nan, math.inf
 
@@ -42,6 +39,14 @@ REAL_BAD = [(NAN, ValueError), (INF, ValueError), ("5", TypeError)]
 ETA_MINUS_BAD = [(0.0, ValueError), (1.0, ValueError), (1.5, ValueError), (-0.5, ValueError), (NAN, ValueError)]
 ETA_PLUS_BAD = [(1.0, ValueError), (0.5, ValueError), (-2.0, ValueError), (NAN, ValueError)]
 STEP_SIZE_BAD = [(0.0, ValueError), (-1.0, ValueError), (NAN, ValueError)]
+# A rate that enters a model (AdaBayes's prior): a number > 0, not a schedule.
+POSITIVE_BAD = [(0.0, ValueError), (-1.0, ValueError), (NAN, ValueError), (INF, ValueError), ("0.1", TypeError),
+                (optax.constant_schedule(0.1), TypeError)]
+BATCH_SIZE_BAD = [(0.5, ValueError), (0.0, ValueError), (NAN, ValueError), ("32", TypeError)]
+# Sizes, counts and periods: Python integers.
+SIZE_BAD = [(0, ValueError), (-1, ValueError), (2.5, ValueError), (True, ValueError), ("8", ValueError)]
+COUNT_BAD = [(-1, ValueError), (2.5, ValueError), (True, ValueError)]
+BOOL_BAD = [("yes", TypeError), (1, TypeError)]
 
 KINDS = {
     "rate": RATE_BAD,
@@ -52,6 +57,11 @@ KINDS = {
     "eta_minus": ETA_MINUS_BAD,
     "eta_plus": ETA_PLUS_BAD,
     "step_size": STEP_SIZE_BAD,
+    "positive": POSITIVE_BAD,
+    "batch_size": BATCH_SIZE_BAD,
+    "size": SIZE_BAD,
+    "count": COUNT_BAD,
+    "bool": BOOL_BAD,
 }
 
 
@@ -87,7 +97,8 @@ BAD_INPUTS: list[Bad] = [
     *_spec("rmsprop", adaptix.rmsprop, dict(LR, momentum=0.9), learning_rate="rate", decay="decay",
            eps="nonneg", initial_scale="nonneg", momentum="decay"),
     *_spec("adadelta", adaptix.adadelta, {}, learning_rate="rate", rho="decay", eps="nonneg", weight_decay="rate"),
-    *_spec("adam", adaptix.adam, LR, learning_rate="rate", b1="debiased", b2="debiased", eps="nonneg", eps_root="nonneg"),
+    *_spec("adam", adaptix.adam, LR, learning_rate="rate", b1="debiased", b2="debiased", eps="nonneg",
+           eps_root="nonneg"),
     *_spec("adamw", adaptix.adamw, LR, learning_rate="rate", b1="debiased", b2="debiased", eps="nonneg",
            eps_root="nonneg", weight_decay="rate"),
     *_spec("amsgrad", adaptix.amsgrad, LR, learning_rate="rate", b1="debiased", b2="debiased", eps="nonneg",
@@ -132,6 +143,22 @@ BAD_INPUTS: list[Bad] = [
     *_spec("scale_by_learning_rate", adaptix.scale_by_learning_rate, LR, learning_rate="rate"),
     *_spec("add_decayed_weights", adaptix.add_decayed_weights, {}, weight_decay="rate"),
     *_spec("scale", adaptix.scale, dict(step_size=1.0), step_size="real"),
+    # --- the research tools ---
+    *_spec("adabayes", adaptix.adabayes, {}, learning_rate="positive", sgd_learning_rate="positive",
+           batch_size="batch_size", b1="debiased", weight_decay="rate"),
+    *_spec("adabayes_fp", adaptix.adabayes_fp, {}, learning_rate="positive", sgd_learning_rate="positive",
+           b1="debiased", b2="debiased", eps="nonneg", batch_size="batch_size", weight_decay="rate"),
+    *_spec("scale_by_posterior_variance", adaptix.scale_by_posterior_variance, {}, learning_rate="positive",
+           sgd_learning_rate="positive", batch_size="batch_size"),
+    *_spec("scale_by_posterior_variance_fp", adaptix.scale_by_posterior_variance_fp, {},
+           learning_rate="positive", sgd_learning_rate="positive", decay="debiased", eps="nonneg"),
+    *_spec("full_matrix_adagrad", adaptix.full_matrix_adagrad, LR, learning_rate="rate", eps="nonneg",
+           eps_in_sqrt="bool", max_size="size"),
+    *_spec("scale_by_full_matrix_rss", adaptix.scale_by_full_matrix_rss, {}, eps="nonneg", eps_in_sqrt="bool",
+           max_size="size"),
+    *_spec("diagnostics", adaptix.diagnostics, {}, b1="debiased", b2="debiased", eps="nonneg", snr="bool",
+           snr_threshold="nonneg", keep_full="bool", history="count", every="size", sample="size"),
+    *_spec("packed", lambda **kw: adaptix.packed(adaptix.adam(0.1), **kw), {}, max_leaf_size="count"),
     # --- one-off cases ---
     Bad("scale_by_learning_rate", adaptix.scale_by_learning_rate, {}, "learning_rate", None, TypeError),
     Bad("rprop", adaptix.rprop, {}, "learning_rate", optax.constant_schedule(0.1), TypeError),
@@ -173,7 +200,9 @@ def test_every_alias_and_primitive_covered():
                   "scale_by_rss", "scale_by_max_rms", "scale_by_inf_norm", "scale_by_rectified_rms",
                   "scale_by_update_rms", "scale_by_rprop", "bias_correction", "scale_by_learning_rate",
                   "add_decayed_weights", "scale"}
-    assert aliases | primitives <= owners
+    research = {"adabayes", "adabayes_fp", "scale_by_posterior_variance", "scale_by_posterior_variance_fp",
+                "full_matrix_adagrad", "scale_by_full_matrix_rss", "diagnostics", "packed"}
+    assert aliases | primitives | research <= owners
     assert all(hasattr(adaptix, name) for name in aliases | primitives)
 
 
@@ -249,7 +278,7 @@ def _grads(t=0):
 @pytest.mark.parametrize("case", OPTIMIZER_PARAMS)
 def test_traced_hyperparameters_accepted(case):
     """Under inject_hyperparams inside jit the hyperparameters are tracers: not rejected."""
-    opt = optax.inject_hyperparams(case.fn)(**case.kwargs)
+    opt = case.make_injected()
     params = _params()
     state = jax.jit(opt.init)(params)
     update = jax.jit(opt.update)
@@ -274,9 +303,9 @@ def test_traced_hyperparameters_at_construction():
     np.testing.assert_allclose(np.asarray(rprop_u["w"]), -0.1, rtol=1e-6)
 
 
-@pytest.mark.parametrize(
-    "case", [p for p in ALIAS_PARAMS if p.values[0].id != "rprop"]
-)
+# A schedule is a per-step learning rate: where the learning rate is not a factor of every step (Rprop's
+# initial step size, AdaBayes's prior), a schedule is refused (BAD_INPUTS above; test_bayes.py).
+@pytest.mark.parametrize("case", [c.param for c in ALIASES if c.lr_scales_updates])
 def test_learning_rate_schedule_accepted(case):
     lr = case.kwargs["learning_rate"]
     constant = case.make()
@@ -359,20 +388,12 @@ def test_mismatched_gradient_tree_under_jit():
         jax.jit(opt.update)(bad, opt.init(params), params)
 
 
-@pytest.mark.parametrize("alias", [adaptix.sgd, adaptix.sign_sgd])
-def test_stateless_alias_checks_params_tree(alias):
-    opt = alias(0.1)
-    params = _params()
-    bad = MISMATCHED["renamed_key"]
-    with pytest.raises(ValueError) as info:
-        opt.update(bad, opt.init(params), params)
-    assert str(jax.tree.structure(bad)) in str(info.value)
-    assert str(jax.tree.structure(params)) in str(info.value)
-
-
-def test_add_decayed_weights_names_both_structures():
-    """Minimal repro of the chain_adam_l2 mismatch cases."""
-    opt = adaptix.add_decayed_weights(0.1)
+@pytest.mark.parametrize("stage", [adaptix.sgd, adaptix.sign_sgd, adaptix.add_decayed_weights],
+                         ids=lambda f: f.__name__)
+def test_stateless_stage_checks_params_tree(stage):
+    """Stateless aliases check the tree against ``params``; ``add_decayed_weights`` alone is the
+    minimal repro of the chain_adam_l2 mismatch cases."""
+    opt = stage(0.1)
     params = _params()
     bad = MISMATCHED["renamed_key"]
     with pytest.raises(ValueError) as info:

@@ -1,0 +1,106 @@
+"""Accumulators: stored moments, updated in the working precision and rounded as stored.
+
+Every moment a stage keeps (an EMA of the gradient, of its square, a running
+sum or maximum) is updated by one helper, :func:`update_moment`: the stored
+leaf is widened to the working precision (the wider of its dtype and the
+incoming one), the stage's per-leaf rule gives the new value, which is
+rounded to the stored dtype and used as stored. The rules of the library are
+:func:`ema_rule` and :func:`ema_of_squares_rule`; :func:`debias` undoes the
+zero-initialisation bias of an EMA.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from adaptix._tree import abs_sq, cast_like, map_state, real_dtype_of
+
+#: ``rule(stored, incoming) -> new``: one leaf's update, ``stored`` already in the working precision.
+Rule = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def scalar_dtype(tree: Any) -> jnp.dtype:
+    """The dtype used for per-step scalars such as ``decay ** t``.
+
+    float32, or wider when the tree holds wider floating leaves (float64 under
+    ``jax_enable_x64``): ``decay ** t`` is never computed in bf16/f16, where
+    ``0.999 ** t`` rounds to 1 and the correction divides by zero.
+    """
+    dtype = jnp.dtype(jnp.float32)
+    for leaf in jax.tree.leaves(tree):
+        leaf_dtype = jnp.result_type(leaf)
+        if jnp.issubdtype(leaf_dtype, jnp.complexfloating):
+            leaf_dtype = jnp.finfo(leaf_dtype).dtype
+        if jnp.issubdtype(leaf_dtype, jnp.floating) and jnp.finfo(leaf_dtype).bits > jnp.finfo(dtype).bits:
+            dtype = jnp.dtype(leaf_dtype)
+    return dtype
+
+
+def power(decay: Any, count: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    """``decay ** count`` in ``dtype`` (float32 or wider)."""
+    return jnp.asarray(decay, dtype) ** count.astype(dtype)
+
+
+def widened(stored: jax.Array, incoming: jax.Array) -> jax.Array:
+    """A stored state leaf in the wider of its dtype and the incoming leaf's.
+
+    A moment kept in a narrow ``accumulator_dtype`` (bfloat16) is updated in
+    the incoming gradient's precision and only rounded when stored again;
+    ``decay * stored`` in bfloat16 would add a rounding error per step.
+    """
+    incoming_dtype = jnp.result_type(incoming)
+    if not jnp.issubdtype(stored.dtype, jnp.complexfloating):
+        incoming_dtype = real_dtype_of(incoming_dtype)  # a real moment of complex gradients stays real
+    return stored.astype(jnp.promote_types(stored.dtype, incoming_dtype))
+
+
+def as_stored(tree: Any, state_tree: Any) -> Any:
+    """Each leaf rounded to the dtype of the matching state leaf, in its own dtype.
+
+    A moment kept in a narrow dtype is used downstream as it is stored, so that
+    the state alone determines the step. This also keeps XLA from copying the
+    old moment: a step that read both the old narrow buffer (to recompute the
+    wide moment) and wrote the new one in place would need a full-size copy.
+    A no-op when the dtypes agree.
+    """
+    return jax.tree.map(lambda x, s: x.astype(jnp.result_type(s)).astype(x.dtype), tree, state_tree)
+
+
+def update_moment(rule: Rule, incoming: Any, stored: Any) -> tuple[Any, Any]:
+    """The new value of a stored moment: ``rule(s, x)`` leaf by leaf.
+
+    ``s`` is the stored leaf widened to the working precision (:func:`widened`),
+    ``x`` the incoming leaf; where ``x`` is ``None`` the stored leaf is kept.
+
+    Returns:
+      ``(moment, new_stored)``: the moment to compute with, in the working
+      precision but rounded as stored (:func:`as_stored`), and the leaves to
+      store, in the stored dtypes.
+    """
+    moment = as_stored(map_state(lambda x, s: rule(widened(s, x), x), incoming, stored), stored)
+    return moment, cast_like(moment, stored)
+
+
+def ema_rule(decay: Any) -> Rule:
+    r""":math:`s \mapsto \beta s + (1-\beta) x`: an exponential moving average of the input."""
+    return lambda s, x: (1.0 - decay) * x + decay * s
+
+
+def ema_of_squares_rule(decay: Any) -> Rule:
+    r""":math:`s \mapsto \beta s + (1-\beta) |x|^2`: an exponential moving average of the squared modulus."""
+    return lambda s, x: (1.0 - decay) * abs_sq(x) + decay * s
+
+
+def ema_of(stored: jax.Array, x: jax.Array, decay: Any) -> jax.Array:
+    r""":math:`\beta s + (1-\beta) x` for one leaf, not stored (Lion's interpolation, for one)."""
+    return ema_rule(decay)(widened(stored, x), x)
+
+
+def debias(x: jax.Array, decay: Any, step: jax.Array) -> jax.Array:
+    r""":math:`x / (1 - \beta^t)`, with :math:`\beta^t` computed in float32 or wider."""
+    correction = 1.0 - power(decay, step, scalar_dtype(x))
+    return x / correction.astype(x.dtype)
