@@ -28,9 +28,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import adaptix
+
 from hand_written_adam import B1, B2, EPS, LR
 from hand_written_adam import with_adaptix as chain_step  # adaptix.adam + apply, the step users write
 from step import WORKLOADS, measure_bandwidth
+
 SOURCE = Path(__file__).resolve().parent / "ffi_adam_step.cc"
 
 

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 import adaptix
+
 from step import measure_bandwidth
 
 LR, B1, B2, EPS = 1e-3, 0.9, 0.999, 1e-8
@@ -34,7 +35,10 @@ def hand_written(params, state, grads):
     return params - LR * m_hat / (jnp.sqrt(v_hat) + EPS), (m, v, count)
 
 
-def with_adaptix(params, state, grads, tx=adaptix.adam(LR)):
+ADAM = adaptix.adam(LR)
+
+
+def with_adaptix(params, state, grads, tx=ADAM):
     updates, state = tx.update(grads, state, params)
     return optax.apply_updates(params, updates), state
 

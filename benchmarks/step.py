@@ -26,8 +26,8 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -75,7 +75,8 @@ def small_leaves(n: int) -> Callable[[], dict]:
     return make
 
 
-WORKLOADS = {"A": workload_a, "B": workload_b, "C": workload_c, "L1000": small_leaves(1000), "L3000": small_leaves(3000)}
+WORKLOADS = {"A": workload_a, "B": workload_b, "C": workload_c,
+             "L1000": small_leaves(1000), "L3000": small_leaves(3000)}
 
 # ---------------------------------------------------------------- optimizers
 # name -> (adaptix factory, optax factory, torch factory, floor bytes per float32 parameter)

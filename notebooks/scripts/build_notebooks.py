@@ -60,7 +60,9 @@ def parse(source: str) -> nbformat.NotebookNode:
 
 def execute(nb: nbformat.NotebookNode, timeout: int = 1200) -> float:
     t0 = time.perf_counter()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    resources = {"metadata": {"path": str(NOTEBOOKS)}}
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources=resources)
+    client.execute()
     return time.perf_counter() - t0
 
 
