@@ -6,7 +6,8 @@ leaf is widened to the working precision (the wider of its dtype and the
 incoming one), the stage's per-leaf rule gives the new value, which is
 rounded to the stored dtype and used as stored. The rules of the library are
 :func:`ema_rule` and :func:`ema_of_squares_rule`; :func:`debias` undoes the
-zero-initialisation bias of an EMA.
+zero-initialisation bias of an EMA. :func:`moment_sqrt` is the square root of a second moment,
+with a derivative that stays finite where the moment is still 0 (safe meta-gradients).
 """
 
 from __future__ import annotations
@@ -104,3 +105,24 @@ def debias(x: jax.Array, decay: Any, step: jax.Array) -> jax.Array:
     r""":math:`x / (1 - \beta^t)`, with :math:`\beta^t` computed in float32 or wider."""
     correction = 1.0 - power(decay, step, scalar_dtype(x))
     return x / correction.astype(x.dtype)
+
+
+@jax.custom_jvp
+def moment_sqrt(x: jax.Array) -> jax.Array:
+    r""":math:`\sqrt{x}`, with the derivative 0 at :math:`x = 0` (a second moment that is still 0).
+
+    The values are ``jnp.sqrt``'s, bit for bit; only the derivative differs. A second moment is
+    0 exactly where every gradient so far was 0, and there its tangent (with respect to a learning
+    rate, say) :math:`\dot v = \sum 2 g \dot g` is 0 too; the chain rule's
+    :math:`\dot v / (2\sqrt{v}) = 0 / 0` would make every meta-gradient NaN. The limit of the
+    product is 0, which this rule gives (it is linear in the tangent, so reverse mode works).
+    """
+    return jnp.sqrt(x)
+
+
+@moment_sqrt.defjvp
+def _moment_sqrt_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    y = jnp.sqrt(x)
+    positive = x > 0
+    return y, dx * jnp.where(positive, 0.5 / jnp.where(positive, y, 1), 0).astype(dx.dtype)

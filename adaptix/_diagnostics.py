@@ -17,7 +17,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from adaptix import _validate as v
-from adaptix._accumulators import debias, ema_of_squares_rule, ema_rule, power, scalar_dtype, update_moment
+from adaptix._accumulators import (
+    debias,
+    ema_of_squares_rule,
+    ema_rule,
+    moment_sqrt,
+    power,
+    scalar_dtype,
+    update_moment,
+)
 from adaptix._base import CountedTransformation, counted
 from adaptix._tree import (
     abs_sq,
@@ -198,7 +206,7 @@ def _snr_summaries(mu: Any, nu: Any, count: jax.Array, b1: float, b2: float, eps
     """Adam's signal-to-noise ratio from the stage's EMAs, summarised, and the bias-correction factor."""
     # in float32 or wider: eps = 1e-8 rounds to 0 in float16, where a zero gradient would give 0/0
     snr_tree = jax.tree.map(
-        lambda m, s: debias(_wide(m), b1, count) / (jnp.sqrt(debias(_wide(s), b2, count)) + eps), mu, nu
+        lambda m, s: debias(_wide(m), b1, count) / (moment_sqrt(debias(_wide(s), b2, count)) + eps), mu, nu
     )
     abs_snr = [jnp.abs(r) for r in jax.tree.leaves(snr_tree)]
     summary = {

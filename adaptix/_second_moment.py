@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adaptix import _validate as v
-from adaptix._accumulators import debias, ema_of_squares_rule, ema_rule, power, scalar_dtype, update_moment
+from adaptix._accumulators import debias, ema_of_squares_rule, ema_rule, moment_sqrt, power, scalar_dtype, update_moment
 from adaptix._base import Transformation, counted, stage
 from adaptix._tree import (
     abs_sq,
@@ -66,7 +66,7 @@ def _inverse_rms(nu_hat, eps, eps_root, eps_in_sqrt):
     if eps_in_sqrt:
         inverse = jax.lax.rsqrt(nu_hat + (eps + eps_root))
     else:
-        inverse = 1.0 / (jnp.sqrt(nu_hat + eps_root) + eps)
+        inverse = 1.0 / (moment_sqrt(nu_hat + eps_root) + eps)
     if _surely_finite_inverse(eps, eps_root, eps_in_sqrt, jnp.result_type(inverse)):
         return inverse
     return jnp.where(jnp.isposinf(inverse), jnp.zeros_like(inverse), inverse)
