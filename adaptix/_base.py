@@ -24,7 +24,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-Updates = Any
 Params = Any
 ScalarOrSchedule = float | jax.Array | Callable[[jax.Array], jax.Array]
 

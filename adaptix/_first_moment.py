@@ -130,7 +130,7 @@ def ema(decay: float, debias: bool = True, accumulator_dtype: Any = None) -> Cou
     """
     owner = "ema"
     v.check_bool(owner, "debias", debias)
-    (v.check_debiased_decay if debias else v.check_decay)(owner, "decay", decay)
+    v.check_decay(owner, "decay", decay, debiased=debias)
     v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
 
     def init(params):

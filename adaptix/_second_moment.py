@@ -149,7 +149,7 @@ def scale_by_rms(
     """
     owner = "scale_by_rms"
     v.check_bool(owner, "bias_correction", bias_correction)
-    (v.check_debiased_decay if bias_correction else v.check_decay)(owner, "decay", decay)
+    v.check_decay(owner, "decay", decay, debiased=bias_correction)
     v.check_nonnegative(owner, "eps", eps)
     v.check_nonnegative(owner, "initial_scale", initial_scale)
     v.check_bool(owner, "eps_in_sqrt", eps_in_sqrt)
@@ -225,7 +225,7 @@ def scale_by_stddev(
     """
     owner = "scale_by_stddev"
     v.check_bool(owner, "bias_correction", bias_correction)
-    (v.check_debiased_decay if bias_correction else v.check_decay)(owner, "decay", decay)
+    v.check_decay(owner, "decay", decay, debiased=bias_correction)
     v.check_nonnegative(owner, "eps", eps)
     v.check_nonnegative(owner, "initial_scale", initial_scale)
     v.check_bool(owner, "eps_in_sqrt", eps_in_sqrt)
@@ -377,7 +377,7 @@ def scale_by_max_rms(
     """
     owner = "scale_by_max_rms"
     v.check_bool(owner, "bias_correction", bias_correction)
-    (v.check_debiased_decay if bias_correction else v.check_decay)(owner, "decay", decay)
+    v.check_decay(owner, "decay", decay, debiased=bias_correction)
     v.check_nonnegative(owner, "eps", eps)
     v.check_nonnegative(owner, "eps_root", eps_root)
     v.check_bool(owner, "debias_before_max", debias_before_max)

@@ -77,9 +77,12 @@ def check_range(
         raise ValueError(f"{owner}: {name} must be finite and in {interval}, got {value!r}{reason}.")
 
 
-def check_decay(owner: str, name: str, value: Any) -> None:
-    """A decay rate of an average that is not bias-corrected: in ``[0, 1]`` (1 keeps it as it is)."""
-    check_range(owner, name, value, 0.0, 1.0)
+def check_decay(owner: str, name: str, value: Any, *, debiased: bool = False) -> None:
+    """A decay rate of an average: in ``[0, 1]`` (1 keeps it as it is), ``[0, 1)`` where it is ``debiased``."""
+    if debiased:
+        check_debiased_decay(owner, name, value)
+    else:
+        check_range(owner, name, value, 0.0, 1.0)
 
 
 def check_debiased_decay(owner: str, name: str, value: Any) -> None:
