@@ -74,6 +74,7 @@ from adaptix._first_moment import (
     trace,
 )
 from adaptix._fullmatrix import ScaleByFullMatrixRssState, full_matrix_adagrad, scale_by_full_matrix_rss
+from adaptix._inject import Hyperparams, inject_hyperparams
 from adaptix._packed import PackedState, packed
 
 # Primitives: stateless rescalings (learning rate, weight decay, signs).
@@ -108,7 +109,7 @@ __all__ = [
     "scale_by_posterior_variance", "scale_by_posterior_variance_fp",
     "scale", "scale_by_learning_rate", "add_decayed_weights", "scale_by_sign", "clip_by_sign",
     # Combinators and conversions.
-    "chain", "packed", "from_optax", "to_optax",
+    "chain", "packed", "inject_hyperparams", "from_optax", "to_optax",
     # Research tools: what the theory reasons with, as code.
     "diagnostics", "read_diagnostics", "read_diagnostics_history", "scale_hyperparameters", "sqrt_scaling",
     "linear_scaling", "implied_weight_decay",
@@ -118,4 +119,5 @@ __all__ = [
     "ScaleByRmsState", "ScaleByStddevState", "ScaleByRssState", "ScaleByMaxRmsState", "ScaleByInfNormState",
     "ScaleByFullMatrixRssState", "ScaleByUpdateRmsState", "ScaleByRpropState",
     "ScaleByPosteriorVarianceState", "ScaleByPosteriorVarianceFpState", "DiagnosticsState", "PackedState",
+    "Hyperparams",
 ]

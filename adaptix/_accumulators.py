@@ -41,6 +41,27 @@ def scalar_dtype(tree: Any) -> jnp.dtype:
     return dtype
 
 
+def working(value: Any, like: Any) -> jax.Array:
+    """A hyperparameter as a scalar of the working precision of ``like`` (see :func:`scalar_dtype`).
+
+    Every expression of hyperparameters (``1 - decay``, ``eps + eps_root``, ``2 / (1 - decay)``)
+    is computed in that precision, float32 or wider, and :func:`for_leaf` rounds the result once
+    where it meets a leaf. Whether a hyperparameter was given as a Python number or as an array
+    (under :func:`adaptix.inject_hyperparams`, or traced), the updates are then the same bit for
+    bit; and ``1 - 0.999`` is not computed in bfloat16, where 0.999 rounds to 1.
+    """
+    return jnp.asarray(value, scalar_dtype(like))
+
+
+def for_leaf(scalar: jax.Array, leaf: Any) -> jax.Array:
+    """A working-precision scalar rounded to the (real) dtype of ``leaf``, so the leaf's arithmetic stays in its
+    dtype, as with a Python number (a float16 moment is updated in float16); unchanged for an integer leaf."""
+    dtype = jnp.result_type(leaf)
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        return scalar
+    return scalar.astype(real_dtype_of(dtype))
+
+
 def power(decay: Any, count: jax.Array, dtype: jnp.dtype) -> jax.Array:
     """``decay ** count`` in ``dtype`` (float32 or wider)."""
     return jnp.asarray(decay, dtype) ** count.astype(dtype)
@@ -88,12 +109,22 @@ def update_moment(rule: Rule, incoming: Any, stored: Any) -> tuple[Any, Any]:
 
 def ema_rule(decay: Any) -> Rule:
     r""":math:`s \mapsto \beta s + (1-\beta) x`: an exponential moving average of the input."""
-    return lambda s, x: (1.0 - decay) * x + decay * s
+
+    def rule(s, x):
+        beta = working(decay, s)
+        return for_leaf(1 - beta, s) * x + for_leaf(beta, s) * s
+
+    return rule
 
 
 def ema_of_squares_rule(decay: Any) -> Rule:
     r""":math:`s \mapsto \beta s + (1-\beta) |x|^2`: an exponential moving average of the squared modulus."""
-    return lambda s, x: (1.0 - decay) * abs_sq(x) + decay * s
+
+    def rule(s, x):
+        beta = working(decay, s)
+        return for_leaf(1 - beta, s) * abs_sq(x) + for_leaf(beta, s) * s
+
+    return rule
 
 
 def ema_of(stored: jax.Array, x: jax.Array, decay: Any) -> jax.Array:

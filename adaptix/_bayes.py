@@ -22,13 +22,12 @@ implementation (https://github.com/LaurenceA/adabayes).
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
 from adaptix import _validate as v
-from adaptix._accumulators import debias, ema_of_squares_rule, update_moment
+from adaptix._accumulators import debias, ema_of_squares_rule, for_leaf, update_moment, working
 from adaptix._base import Transformation, counted, stage
 from adaptix._combine import chain
 from adaptix._first_moment import bias_correction, trace
@@ -114,9 +113,6 @@ def scale_by_posterior_variance(
     v.check_positive(owner, "learning_rate", learning_rate)
     v.check_positive(owner, "sgd_learning_rate", sgd_learning_rate)
     _check_batch_size(owner, batch_size)
-    prior_variance = sgd_learning_rate / batch_size  # sigma^2, summed-loss units
-    exponent = -(learning_rate**2) / prior_variance
-    decay = math.exp(exponent) if isinstance(exponent, (int, float)) else jnp.exp(exponent)  # traced rates too
 
     def init(params):
         return ScaleByPosteriorVarianceState(variance=tree_real_full_like(params, sgd_learning_rate))
@@ -127,9 +123,13 @@ def scale_by_posterior_variance(
         check_matches_state(g, state.variance, owner)
 
         def step(x, s):
-            # s = B * sigma2_post (mean-loss units); the recursion for B * sigma2, divided by B:
-            prior = decay * s + sgd_learning_rate * (1.0 - decay)
-            return 1.0 / (1.0 / prior + batch_size * abs_sq(x))
+            # s = B * sigma2_post (mean-loss units); the recursion for B * sigma2, divided by B, with
+            # the prior's variance sigma^2 = alpha / B (summed-loss units) and decay exp(-eta^2 / sigma^2):
+            eta, alpha, b = (working(h, s) for h in (learning_rate, sgd_learning_rate, batch_size))
+            exponent = -(eta**2) / (alpha / b)
+            decay, pull = jnp.exp(exponent), -alpha * jnp.expm1(exponent)  # alpha (1 - decay), no cancellation
+            prior = for_leaf(decay, s) * s + for_leaf(pull, s)
+            return 1 / (1 / prior + for_leaf(b, s) * abs_sq(x))
 
         variance, stored = update_moment(lambda s, x: step(x, s), g, state.variance)
         out = map_updates(lambda u, s, old: cast_to_result(u * s, u, old), updates, variance, state.variance)
@@ -177,8 +177,8 @@ def scale_by_posterior_variance_fp(
       >>> import jax.numpy as jnp, numpy as np, adaptix
       >>> opt = adaptix.scale_by_posterior_variance_fp(1e-3, 0.1, eps=0.0)
       >>> u, _ = opt.update(jnp.array([2.0]), opt.init(jnp.zeros(1)))
-      >>> np.asarray(u).round(6)  # 2 / (5 + sqrt(25 + 4e6)): nearly Adam's 1e-3 * sign(g)
-      array([0.000997], dtype=float32)
+      >>> np.asarray(u).round(7)  # 2 / (5 + sqrt(25 + 4e6)): nearly Adam's 1e-3 * sign(g)
+      array([0.0009975], dtype=float32)
 
     Note:
       Aitchison's reference code adds ``eps`` to the summed-loss second moment
@@ -193,8 +193,6 @@ def scale_by_posterior_variance_fp(
     v.check_positive(owner, "sgd_learning_rate", sgd_learning_rate)
     v.check_debiased_decay(owner, "decay", decay)
     v.check_nonnegative(owner, "eps", eps)
-    half_precision = 0.5 / sgd_learning_rate  # 1 / (2 alpha)
-    inv_eta2 = 1.0 / learning_rate**2
 
     def init(params):
         return ScaleByPosteriorVarianceFpState(nu=tree_real_full_like(params, 0.0))
@@ -207,7 +205,10 @@ def scale_by_posterior_variance_fp(
 
         def scale_of(n):
             nu_hat = debias(n, decay, chain_step)
-            return 1.0 / (half_precision + jnp.sqrt(half_precision**2 + (nu_hat + eps) * inv_eta2))
+            half_precision = 1 / (2 * working(sgd_learning_rate, n))  # 1 / (2 alpha)
+            squared, inv_eta2 = (for_leaf(c, n) for c in (half_precision**2, 1 / working(learning_rate, n) ** 2))
+            root = jnp.sqrt(squared + (nu_hat + for_leaf(working(eps, n), n)) * inv_eta2)
+            return 1 / (for_leaf(half_precision, n) + root)
 
         out = map_updates(lambda u, n, old: cast_to_result(u * scale_of(n), u, old), updates, nu, state.nu)
         return out, ScaleByPosteriorVarianceFpState(nu=stored)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from adaptix import _validate as v
 from adaptix._accumulators import debias as debiased
-from adaptix._accumulators import ema_of, ema_rule, power, scalar_dtype, update_moment
+from adaptix._accumulators import ema_of, ema_rule, for_leaf, power, scalar_dtype, update_moment, working
 from adaptix._base import CountedTransformation, EmptyState, Transformation, counted, safe_increment, stage
 from adaptix._tree import cast_like, cast_to_result, check_matches_state, map_updates, tree_zeros_like
 
@@ -75,7 +75,6 @@ def trace(
     v.check_bool(owner, "nesterov", nesterov)
     v.check_bool(owner, "ema", ema)
     v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
-    weight = (1.0 - decay) if ema else 1.0
     make_state = FirstMomentState if ema else TraceState
 
     def init(params):
@@ -85,9 +84,14 @@ def trace(
         del params, extra
         old = state[0]
         check_matches_state(updates, old, owner)
-        new, stored = update_moment(lambda t, u: weight * u + decay * t, updates, old)
+
+        def traced(t, u):
+            beta = working(decay, t)
+            return (for_leaf(1 - beta, t) * u if ema else u) + for_leaf(beta, t) * t
+
+        new, stored = update_moment(traced, updates, old)
         if nesterov:
-            out = map_updates(lambda u, t, s: cast_to_result(weight * u + decay * t, u, s), updates, new, old)
+            out = map_updates(lambda u, t, s: cast_to_result(traced(t, u), u, s), updates, new, old)
         else:
             out = map_updates(lambda u, t, s: cast_to_result(t, u, s), updates, new, old)
         return out, make_state(stored)
@@ -307,8 +311,8 @@ def lion_momentum(b1: float = 0.9, b2: float = 0.99, mu_dtype: Any = None) -> Co
     Example:
       >>> import jax.numpy as jnp, adaptix
       >>> opt = adaptix.lion_momentum()
-      >>> opt.update(jnp.ones(1), opt.init(jnp.zeros(1)))[0]  # (1 - b1) * u
-      Array([0.1], dtype=float32)
+      >>> opt.update(jnp.ones(1), opt.init(jnp.zeros(1)))[0]  # (1 - b1) * u, b1 = 0.9 in float32
+      Array([0.10000002], dtype=float32)
 
     References:
       Chen et al., 2023, Symbolic Discovery of Optimization Algorithms,

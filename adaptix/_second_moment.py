@@ -16,7 +16,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from adaptix import _validate as v
-from adaptix._accumulators import debias, ema_of_squares_rule, ema_rule, moment_sqrt, power, scalar_dtype, update_moment
+from adaptix._accumulators import (
+    debias,
+    ema_of_squares_rule,
+    ema_rule,
+    for_leaf,
+    moment_sqrt,
+    power,
+    scalar_dtype,
+    update_moment,
+    working,
+)
 from adaptix._base import Transformation, counted, stage
 from adaptix._tree import (
     abs_sq,
@@ -63,10 +73,12 @@ def _inverse_rms(nu_hat, eps, eps_root, eps_in_sqrt):
     vanishing input, where the bare formula gives NaN. A NaN moment stays NaN.
     When ``eps`` alone keeps the denominator positive the guard is not built.
     """
+    floor, root_floor = working(eps, nu_hat), working(eps_root, nu_hat)
     if eps_in_sqrt:
-        inverse = jax.lax.rsqrt(nu_hat + (eps + eps_root))
+        inverse = jax.lax.rsqrt(nu_hat + for_leaf(floor + root_floor, nu_hat))
     else:
-        inverse = 1.0 / (moment_sqrt(nu_hat + eps_root) + eps)
+        floor, root_floor = for_leaf(floor, nu_hat), for_leaf(root_floor, nu_hat)
+        inverse = 1 / (moment_sqrt(nu_hat + root_floor) + floor)
     if _surely_finite_inverse(eps, eps_root, eps_in_sqrt, jnp.result_type(inverse)):
         return inverse
     return jnp.where(jnp.isposinf(inverse), jnp.zeros_like(inverse), inverse)
@@ -450,7 +462,11 @@ def scale_by_inf_norm(decay: float = 0.999, eps: float = 1e-8, *, accumulator_dt
         del params, extra
         g = measured(updates, chain_input, owner)
         check_matches_state(g, state.nu, owner)
-        nu, stored = update_moment(lambda n, x: jnp.maximum(jnp.abs(x) + eps, decay * n), g, state.nu)
+
+        def rule(n, x):
+            return jnp.maximum(jnp.abs(x) + for_leaf(working(eps, n), n), for_leaf(working(decay, n), n) * n)
+
+        nu, stored = update_moment(rule, g, state.nu)
         scales = map_updates(lambda n: jnp.where(n > 0, 1.0 / jnp.where(n > 0, n, 1.0), 0.0), nu)
         return _rescale(updates, scales, state.nu), ScaleByInfNormState(nu=stored)
 
@@ -513,7 +529,6 @@ def scale_by_rectified_rms(
     v.check_nonnegative(owner, "eps_root", eps_root)
     v.check_real(owner, "threshold", threshold)
     v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
-    rho_inf = 2.0 / (1.0 - decay) - 1.0
 
     def init(params):
         return ScaleByRmsState(nu=tree_real_full_like(params, 0.0, accumulator_dtype))
@@ -525,6 +540,7 @@ def scale_by_rectified_rms(
         nu, stored = update_moment(ema_of_squares_rule(decay), g, state.nu)
         dtype = scalar_dtype(nu)
         decay_t = power(decay, chain_step, dtype)
+        rho_inf = 2 / (1 - working(decay, nu)) - 1
         rho = rho_inf - 2.0 * chain_step.astype(dtype) * decay_t / (1.0 - decay_t)
         ratio = (rho - 4.0) * (rho - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho)
         rect = jnp.sqrt(jnp.maximum(ratio, 0.0))

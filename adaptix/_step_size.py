@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from adaptix import _validate as v
-from adaptix._accumulators import ema_of_squares_rule, update_moment, widened
+from adaptix._accumulators import ema_of_squares_rule, for_leaf, update_moment, widened, working
 from adaptix._base import Transformation, stage
 from adaptix._tree import (
     cast_like,
@@ -70,7 +70,8 @@ def scale_by_update_rms(rho: float = 0.9, eps: float = 1e-6, *, accumulator_dtyp
     def update(updates, state, params=None, **extra):
         del params, extra
         check_matches_state(updates, state.e_x, owner)
-        out = map_updates(lambda u, e: cast_to_result(u * jnp.sqrt(widened(e, u) + eps), u, e), updates, state.e_x)
+        out = map_updates(lambda u, e: cast_to_result(u * jnp.sqrt(widened(e, u) + for_leaf(working(eps, e), e)), u, e),
+                          updates, state.e_x)
         _, stored = update_moment(ema_of_squares_rule(rho), out, state.e_x)
         return out, ScaleByUpdateRmsState(e_x=stored)
 
@@ -158,8 +159,17 @@ def scale_by_rprop(
         g = measured(updates, chain_input, owner)
         check_matches_state(g, state.prev_grad, owner)
         agreement = map_updates(lambda x, p: jnp.sign(x * p), g, state.prev_grad)
-        factors = map_updates(lambda s: jnp.where(s > 0, eta_plus, jnp.where(s < 0, eta_minus, 1.0)), agreement)
-        step_sizes = map_state(lambda f, d: jnp.clip(d * f, min_step_size, max_step_size), factors, state.step_sizes)
+        def hyper(value, leaf):
+            return for_leaf(working(value, leaf), leaf)
+
+        def factor(s):
+            return jnp.where(s > 0, hyper(eta_plus, s), jnp.where(s < 0, hyper(eta_minus, s), 1))
+
+        def clipped(f, d):
+            return jnp.clip(d * f, hyper(min_step_size, d), hyper(max_step_size, d))
+
+        factors = map_updates(factor, agreement)
+        step_sizes = map_state(clipped, factors, state.step_sizes)
         out = map_updates(
             lambda u, s, d: cast_to_result(jnp.where(s < 0, 0.0, jnp.sign(u) * d), u, d),
             updates, agreement, step_sizes,

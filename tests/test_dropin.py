@@ -266,7 +266,9 @@ def test_none_leaves_pass_through(case):
         except (ValueError, TypeError):
             ref = _optax_of(case).update({"w": jnp.full((2, 3), 0.5)}, _optax_of(case).init({"w": params["w"]}),
                                          {"w": params["w"]})[0]
-        np.testing.assert_allclose(updates["w"], ref["w"], rtol=1e-6)
+        # float32: Optax's 1 - b2 of a Python b2 is 0.001 rounded, its bias correction 1 - float32(b2):
+        # v-hat = 1.000013 after one step of g = 0.5, where adaptix's is 1 (README, "differs on purpose").
+        np.testing.assert_allclose(updates["w"], ref["w"], rtol=1e-5)
     assert tx.update(None, state, params)[0] is None
 
 

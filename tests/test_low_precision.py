@@ -186,6 +186,7 @@ def test_adam_at_huge_t_is_the_uncorrected_formula():
     g = jnp.asarray([1.0, -0.5, 0.0, 2.0])
     updates, state = adaptix.adam(lr, b1, b2, eps).update(g, moments_state(m, v, INT32_MAX - 1))
     m64, v64, g64 = (np.asarray(a, np.float64) for a in (m, v, g))
+    b1, b2 = float(np.float32(b1)), float(np.float32(b2))  # the decays as float32 holds them (1 - b2 exact)
     m_new = b1 * m64 + (1 - b1) * g64
     v_new = b2 * v64 + (1 - b2) * g64**2
     expected = -lr * m_new / (np.sqrt(v_new) + eps)  # 1 - b**t == 1: no correction

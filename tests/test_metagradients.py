@@ -49,8 +49,8 @@ def test_learning_rate_gradient_matches_central_difference(case, x64):
     np.testing.assert_allclose(grad, central, rtol=1e-4, atol=1e-6 * max(1.0, abs(central)))
 
 
-@pytest.mark.parametrize("make", [optax.inject_hyperparams(adaptix.adam),
-                                  optax.inject_hyperparams(adaptix.nadamw)], ids=["adam", "nadamw"])
+@pytest.mark.parametrize("make", [optax.inject_hyperparams(adaptix.adam), adaptix.inject_hyperparams(adaptix.adam),
+                                  optax.inject_hyperparams(adaptix.nadamw)], ids=["adam", "adaptix_adam", "nadamw"])
 def test_injected_learning_rate_gradient_is_finite(make, x64):
     """The learning rate set in ``state.hyperparams`` (as a schedule-free sweep does) differentiates too."""
 

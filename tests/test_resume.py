@@ -1,7 +1,7 @@
 """Exact resume: optimizer state through Flax serialization and Orbax, bit for bit.
 
 For every optimizer of the table (and adaptix inside ``optax.apply_if_finite``,
-``optax.inject_hyperparams`` and ``optax.MultiSteps``), and for each way of saving:
+``optax.inject_hyperparams``, ``adaptix.inject_hyperparams`` and ``optax.MultiSteps``), and for each way of saving:
 
 * ``flax_bytes``: ``flax.serialization.to_bytes`` / ``from_bytes(target, ...)``;
 * ``flax_msgpack``: ``msgpack_serialize(to_state_dict(state))`` / ``from_state_dict(target,
@@ -34,6 +34,8 @@ WRAPPED = (
     OptCase("apply_if_finite_adam", lambda learning_rate: optax.apply_if_finite(adaptix.adam(learning_rate), 3),
             dict(learning_rate=0.01)),
     OptCase("inject_hyperparams_adamw", optax.inject_hyperparams(adaptix.adamw),
+            dict(learning_rate=0.01, weight_decay=0.1), needs_params=True),
+    OptCase("adaptix_inject_hyperparams_adamw", adaptix.inject_hyperparams(adaptix.adamw),
             dict(learning_rate=0.01, weight_decay=0.1), needs_params=True),
     OptCase("multisteps_nadam", lambda learning_rate: optax.MultiSteps(adaptix.nadam(learning_rate), 3),
             dict(learning_rate=0.01)),
