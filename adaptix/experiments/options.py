@@ -14,7 +14,9 @@ class RunOptions:
     ``optimizers``: ``(name, learning rate or None)`` pairs (None: the experiment's own list);
     ``epochs``: None for the experiment's budget (or its quick one); ``progress``: None shows the
     bars only on a terminal; ``grid``/``grid_relative``: the step sizes for ``tune`` (see
-    :func:`parse_grid`); ``loss_every``: the block length of the stored per-iteration curves.
+    :func:`parse_grid`); ``loss_every``: the block length of the stored per-iteration curves;
+    ``seeds``: how many seeds, from ``seed`` on; ``sequential``: train the grid points and seeds one
+    after the other rather than as one vmapped program (see :mod:`adaptix.experiments.sweep`).
     """
 
     optimizers: list[tuple[str, float | None]] | None = None
@@ -22,6 +24,7 @@ class RunOptions:
     data_dir: Path | None = None
     out: Path = Path("runs")
     seed: int = 0
+    seeds: int = 1
     quick: bool = False
     tune: bool = False
     tune_epochs: int | None = None
@@ -29,6 +32,7 @@ class RunOptions:
     loss_every: int = 1
     grid: tuple[float, ...] | None = None
     grid_relative: bool = False
+    sequential: bool = False
 
 
 def parse_grid(spec: str) -> tuple[tuple[float, ...], bool]:

@@ -22,12 +22,87 @@ def downsample(losses: list[float], every: int) -> list[float]:
     return [float(v[i : i + every].mean()) for i in range(0, len(v), every)]
 
 
+#: The curves of a run record that :func:`seed_record` averages over seeds (each also gets a ``*_sd``).
+CURVES = ("iteration_loss", "epoch_train_loss", "epoch_test_accuracy")
+
+
+def mean_sd(curves: Sequence[Sequence[float]]) -> tuple[list[float], list[float]]:
+    """Pointwise mean and sample standard deviation (``ddof=1``; 0 for one curve) of several curves.
+
+    Curves of different lengths (a seed that diverged stopped early) are cut to the shortest; a
+    non-finite value makes the mean and s.d. at its position non-finite.
+
+    Example:
+      >>> mean_sd([[1.0, 2.0, 3.0], [3.0, 4.0]])
+      ([2.0, 3.0], [1.4142135623730951, 1.4142135623730951])
+    """
+    n = min((len(c) for c in curves), default=0)
+    if n == 0:
+        return [], []
+    v = np.asarray([list(c)[:n] for c in curves], dtype=float)
+    with np.errstate(invalid="ignore"):
+        sd = v.std(axis=0, ddof=1) if len(v) > 1 else np.zeros(n)
+        return [float(x) for x in v.mean(axis=0)], [float(x) for x in sd]
+
+
+def mean_score(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and s.d. of a grid point's scores over seeds; inf (and s.d. inf) if any seed diverged."""
+    if not all(math.isfinite(v) for v in values):
+        return math.inf, math.inf
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return float(np.mean(values)), sd
+
+
+def seed_record(histories: Sequence[dict], seeds: Sequence[int], scores: dict[int, dict[str, float]] | None,
+                seconds: float, tune_seconds: float | None = None) -> dict:
+    """One optimizer's run record from its seeds' histories (``asdict`` of ``History``).
+
+    The curves (:data:`CURVES`) are the pointwise mean over seeds, each with its ``*_sd``;
+    ``diverged`` is true if any seed diverged; ``grid`` maps each step size to the mean over seeds
+    of its tuning score (``grid_sd`` the s.d.; None when not tuned); ``seconds`` is the time of the
+    training of all seeds, ``tune_seconds`` that of the tuning (None when not tuned). ``per_seed``
+    holds each seed's own curves, ``diverged`` and ``grid``.
+    """
+    first = histories[0]
+    record = {"optimizer": first["optimizer"], "learning_rate": first["learning_rate"]}
+    spread = {}
+    for key in CURVES:
+        record[key], spread[f"{key}_sd"] = mean_sd([h[key] for h in histories])
+    record["seconds"] = seconds
+    record["diverged"] = any(h["diverged"] for h in histories)
+    grid, grid_sd = None, None
+    if scores is not None:
+        points = {k: mean_score([scores[s][k] for s in seeds]) for k in scores[seeds[0]]}
+        grid, grid_sd = {k: m for k, (m, _) in points.items()}, {k: sd for k, (_, sd) in points.items()}
+    record["grid"] = grid  # step size -> mean tail training cost after tune_epochs (None: not tuned)
+    record["tune_seconds"] = tune_seconds
+    record["seeds"] = list(seeds)
+    record.update(spread)
+    record["grid_sd"] = grid_sd
+    record["per_seed"] = [{"seed": seed, **{k: h[k] for k in CURVES}, "diverged": h["diverged"],
+                           "grid": scores[seed] if scores is not None else None}
+                          for seed, h in zip(seeds, histories)]
+    return record
+
+
+def _downsample_run(run: dict, every: int) -> dict:
+    """A run record with its per-iteration curves (the mean, each seed's, the s.d.) as block means."""
+    out = {**run, "iteration_loss": downsample(run["iteration_loss"], every), "iteration_loss_every": every}
+    if run.get("per_seed"):
+        out["per_seed"] = [{**p, "iteration_loss": downsample(p["iteration_loss"], every)} for p in run["per_seed"]]
+        if "iteration_loss_sd" in run:  # the s.d. across seeds of the stored (block-mean) curves
+            out["iteration_loss_sd"] = mean_sd([p["iteration_loss"] for p in out["per_seed"]])[1]
+    return out
+
+
 def write_results(results: dict, path: Path, *, loss_every: int = 1) -> None:
-    """``results.json``, with per-iteration curves reduced to block means of ``loss_every`` iterations."""
+    """``results.json``, with per-iteration curves reduced to block means of ``loss_every`` iterations.
+
+    The block means apply to a run's mean curve, to each seed's curve (``per_seed``) and to the
+    s.d. across seeds, which is recomputed from the seeds' block means.
+    """
     if loss_every > 1:
-        runs = [{**r, "iteration_loss": downsample(r["iteration_loss"], loss_every), "iteration_loss_every": loss_every}
-                for r in results["runs"]]
-        results = {**results, "runs": runs}
+        results = {**results, "runs": [_downsample_run(r, loss_every) for r in results["runs"]]}
     write_json(results, path)
 
 

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 from flax import nnx
+from tqdm.auto import tqdm
 
-from adaptix.experiments import registry
+from adaptix.experiments import registry, sweep
 from adaptix.experiments.optimizers import optimizer_factory
 from adaptix.experiments.options import RunOptions
-from adaptix.experiments.results import finite_or_inf, format_table, save
-from adaptix.experiments.train import History, train
+from adaptix.experiments.results import finite_or_inf, format_table, mean_score, mean_sd, save, seed_record
+from adaptix.experiments.train import History, classification_cost, train
 
 
 def _fresh_model(experiment: registry.Experiment, data, seed: int) -> nnx.Module:
@@ -42,8 +43,12 @@ def tuning_grid(experiment, name: str, grid: tuple[float, ...] | None = None,
 
 
 def grid_search(experiment, data, name: str, *, epochs: int, seed: int, progress,
-                grid: tuple[float, ...] | None = None) -> tuple[float, dict[str, float]]:
-    """The paper's protocol: the step size with the lowest training cost after a short budget."""
+                grid: tuple[float, ...] | None = None, bar=None) -> tuple[float, dict[str, float]]:
+    """The paper's protocol, one run after another: the step size with the lowest training cost after a short budget.
+
+    The score of a step size is :func:`_tail_cost` of a run of ``epochs`` epochs from the model of
+    ``seed``; ``bar`` (a tqdm bar) advances by one per grid point.
+    """
     grid = experiment.grid if grid is None else grid
     scores = {}
     for lr in grid:
@@ -52,8 +57,100 @@ def grid_search(experiment, data, name: str, *, epochs: int, seed: int, progress
                   batch_size=experiment.batch_size, l2=experiment.l2, seed=seed, evaluate_every_epoch=False,
                   progress=progress)
         scores[f"{lr:g}"] = finite_or_inf(_tail_cost(h))
+        if bar is not None:
+            bar.update()
     best = min(grid, key=lambda lr: scores[f"{lr:g}"])
     return best, scores
+
+
+def _init_lanes(experiment, data, name: str, rates, seeds) -> tuple[sweep.Lanes, sweep.LaneState]:
+    factory = optimizer_factory(name)
+    return sweep.init_lanes(lambda seed: _fresh_model(experiment, data, seed),
+                            lambda lr: factory(experiment.schedule(lr)), rates, seeds)
+
+
+def _lane_loss(l2: float) -> sweep.Loss:
+    return lambda model, batch: classification_cost(model, *batch, l2)
+
+
+def _lane_history(run: sweep.LaneRun, g: int, s: int, name: str, lr: float) -> History:
+    losses, metrics = run.lane_curves(g, s)
+    return History(optimizer=name, learning_rate=lr, iteration_loss=losses,
+                   epoch_train_loss=metrics.get("train_cost", []), epoch_test_accuracy=metrics.get("test_accuracy", []),
+                   seconds=run.seconds, diverged=bool(run.diverged[g, s]))
+
+
+def sweep_grid(experiment, data, name: str, *, epochs: int, seeds: tuple[int, ...], progress,
+               grid: tuple[float, ...]) -> dict[int, dict[str, float]]:
+    """:func:`grid_search` for every step size of ``grid`` and every seed at once, as one vmapped training.
+
+    Returns seed -> step size -> score (:func:`_tail_cost`, inf for a lane that diverged).
+    """
+    lanes, state = _init_lanes(experiment, data, name, grid, seeds)
+    run = sweep.train_lanes(lanes, state, _lane_loss(experiment.l2), data.train, epochs=epochs,
+                            batch_size=experiment.batch_size, progress=progress,
+                            desc=f"{name} tuning, {len(grid)} rates x {len(seeds)} seeds")
+    return {seed: {f"{lr:g}": finite_or_inf(_tail_cost(_lane_history(run, g, s, name, lr)))
+                   for g, lr in enumerate(grid)} for s, seed in enumerate(seeds)}
+
+
+def train_seeds(experiment, data, name: str, lr: float, *, epochs: int, seeds: tuple[int, ...],
+                progress) -> tuple[list[History], float]:
+    """Trains the model of every seed with step size ``lr`` at once (one vmapped training), evaluated every epoch.
+
+    Returns the seeds' histories, which match those of :func:`~adaptix.experiments.train.train`
+    to rounding, and the wall time.
+    """
+    lanes, state = _init_lanes(experiment, data, name, [lr], seeds)
+
+    def evaluate(lanes, state):
+        train_cost, _ = sweep.evaluate_classifier(lanes, state, data.train, l2=experiment.l2)
+        _, test_accuracy = sweep.evaluate_classifier(lanes, state, data.test, l2=experiment.l2)
+        return {"train_cost": train_cost, "test_accuracy": test_accuracy}
+
+    run = sweep.train_lanes(lanes, state, _lane_loss(experiment.l2), data.train, epochs=epochs,
+                            batch_size=experiment.batch_size, evaluate=evaluate, progress=progress,
+                            desc=f"{name} lr={lr:g}, {len(seeds)} seeds")
+    return [_lane_history(run, 0, s, name, lr) for s in range(len(seeds))], run.seconds
+
+
+def _tune(experiment, data, name: str, options: RunOptions, epochs: int,
+          seeds: tuple[int, ...]) -> tuple[float, dict[int, dict[str, float]]]:
+    """The step size with the lowest mean score over ``seeds``, and every seed's scores."""
+    grid = tuning_grid(experiment, name, options.grid, options.grid_relative)
+    if options.sequential:
+        disable = None if options.progress is None else not options.progress
+        with tqdm(total=len(grid) * len(seeds), desc=f"{name} tuning, one run at a time", disable=disable,
+                  leave=False) as bar:
+            scores = {seed: grid_search(experiment, data, name, epochs=epochs, seed=seed, progress=options.progress,
+                                        grid=grid, bar=bar)[1] for seed in seeds}
+    else:
+        scores = sweep_grid(experiment, data, name, epochs=epochs, seeds=seeds, progress=options.progress, grid=grid)
+    mean = {k: mean_score([scores[seed][k] for seed in seeds])[0] for k in scores[seeds[0]]}
+    return min(grid, key=lambda lr: mean[f"{lr:g}"]), scores
+
+
+def _train_optimizer(experiment, data, name: str, lr: float | None, options: RunOptions, epochs: int,
+                     tune_epochs: int) -> dict:
+    """One optimizer's run record (:func:`~adaptix.experiments.results.seed_record`): tuning, then every seed."""
+    seeds = tuple(range(options.seed, options.seed + options.seeds))
+    scores, tune_seconds = None, None
+    if lr is None and options.tune:
+        t_tune = time.perf_counter()
+        lr, scores = _tune(experiment, data, name, options, tune_epochs, seeds)
+        tune_seconds = time.perf_counter() - t_tune
+    elif lr is None:
+        lr = experiment.learning_rate(name)
+    if options.sequential:
+        tx = lambda: optimizer_factory(name)(experiment.schedule(lr))
+        histories = [train(_fresh_model(experiment, data, seed), tx(), data, name=name, learning_rate=lr,
+                           epochs=epochs, batch_size=experiment.batch_size, l2=experiment.l2, seed=seed,
+                           progress=options.progress) for seed in seeds]
+        seconds = sum(h.seconds for h in histories)
+    else:
+        histories, seconds = train_seeds(experiment, data, name, lr, epochs=epochs, seeds=seeds,
+                                         progress=options.progress)
+    return seed_record([asdict(h) for h in histories], seeds, scores, seconds, tune_seconds)
 
 
 def run_experiment(
@@ -64,6 +161,7 @@ def run_experiment(
     data_dir: Path | None = None,
     out: Path = Path("runs"),
     seed: int = 0,
+    seeds: int = 1,
     quick: bool = False,
     tune: bool = False,
     tune_epochs: int | None = None,
@@ -71,11 +169,20 @@ def run_experiment(
     loss_every: int = 1,
     grid: tuple[float, ...] | None = None,
     grid_relative: bool = False,
+    sequential: bool = False,
 ) -> dict:
     """Trains every optimizer on the experiment and writes ``results.json`` and ``<name>.png`` to ``out``.
 
     With ``tune``, each optimizer without an explicit rate is grid-searched over ``grid`` (default:
     the experiment's), or over ``grid`` times its default rate with ``grid_relative``.
+    ``seeds=n`` trains every optimizer from the seeds ``seed, seed + 1, ..., seed + n - 1`` (the
+    model's initialisation, its dropout keys and the order of the minibatches); the tuning picks
+    the step size with the lowest mean score over the seeds, and the run records keep the mean
+    curves, their s.d. and each seed's curves (:func:`~adaptix.experiments.results.seed_record`).
+    By default all grid points and seeds of an optimizer train as one compiled program
+    (:mod:`adaptix.experiments.sweep`: one ``jit`` of a ``vmap``-ped step); ``sequential`` trains
+    them one after the other instead (for a model too large to hold every lane at once), with the
+    same results to rounding.
     ``loss_every=k`` stores in ``results.json`` the mean minibatch cost of each block of ``k``
     iterations instead of every iteration (``iteration_loss_every`` records ``k``), which keeps the
     file of a long run small; the plot is drawn from the full curve. The returned dict always holds
@@ -83,10 +190,12 @@ def run_experiment(
     """
     if loss_every < 1:
         raise ValueError(f"loss_every must be a positive integer, got {loss_every}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
     experiment = registry.get(name)
-    options = RunOptions(optimizers=optimizers, epochs=epochs, data_dir=data_dir, out=out, seed=seed, quick=quick,
-                         tune=tune, tune_epochs=tune_epochs, progress=progress, loss_every=loss_every, grid=grid,
-                         grid_relative=grid_relative)
+    options = RunOptions(optimizers=optimizers, epochs=epochs, data_dir=data_dir, out=out, seed=seed, seeds=seeds,
+                         quick=quick, tune=tune, tune_epochs=tune_epochs, progress=progress, loss_every=loss_every,
+                         grid=grid, grid_relative=grid_relative, sequential=sequential)
     runner = experiment.runner if experiment.runner is not None else _compare
     return runner(experiment, options)
 
@@ -96,37 +205,21 @@ def _compare(experiment: registry.Experiment, options: RunOptions) -> dict:
     optimizers = options.optimizers
     if optimizers is None:
         optimizers = [(o, None) for o in experiment.optimizers]
-    quick, tune, seed, progress = options.quick, options.tune, options.seed, options.progress
+    quick, tune, seed = options.quick, options.tune, options.seed
     epochs = options.epochs if options.epochs is not None else (experiment.quick_epochs if quick else experiment.epochs)
     tune_epochs = options.tune_epochs or epochs
     t0 = time.perf_counter()
     data = experiment.load(options.data_dir, quick)
     load_seconds = time.perf_counter() - t0
-
-    runs = []
-    for opt_name, lr in optimizers:
-        scores, tune_seconds = None, None
-        if lr is None and tune:
-            t_tune = time.perf_counter()
-            lr, scores = grid_search(experiment, data, opt_name, epochs=tune_epochs, seed=seed, progress=progress,
-                                     grid=tuning_grid(experiment, opt_name, options.grid, options.grid_relative))
-            tune_seconds = time.perf_counter() - t_tune
-        elif lr is None:
-            lr = experiment.learning_rate(opt_name)
-        tx = optimizer_factory(opt_name)(experiment.schedule(lr))
-        history = train(_fresh_model(experiment, data, seed), tx, data, name=opt_name, learning_rate=lr,
-                        epochs=epochs, batch_size=experiment.batch_size, l2=experiment.l2, seed=seed,
-                        progress=progress)
-        record = asdict(history)
-        record["grid"] = scores  # step size -> tail training cost after tune_epochs (None: not tuned)
-        record["tune_seconds"] = tune_seconds
-        runs.append(record)
-
+    runs = [_train_optimizer(experiment, data, opt_name, lr, options, epochs, tune_epochs)
+            for opt_name, lr in optimizers]
     results = {
         "experiment": experiment.name,
         "description": experiment.description,
         "claim": experiment.claim,
         "seed": seed,
+        "seeds": list(range(seed, seed + options.seeds)),
+        "mode": "sequential" if options.sequential else "vmapped",  # how the grid points and seeds were trained
         "quick": quick,
         "epochs": epochs,
         "batch_size": experiment.batch_size,
@@ -142,18 +235,32 @@ def _compare(experiment: registry.Experiment, options: RunOptions) -> dict:
     return save(results, options.out, plot, loss_every=options.loss_every)
 
 
+def _mean_pm_sd(run: dict, key: str) -> str:
+    """The last value of a curve, with `` ± `` its s.d. across seeds when several seeds ran."""
+    last = run[key][-1]
+    if last is None or not math.isfinite(last):
+        return "-"
+    value = f"{last:.4f}"
+    sd = run.get(f"{key}_sd")
+    if len(run.get("seeds") or ()) > 1 and sd and sd[-1] is not None and math.isfinite(sd[-1]):
+        value += f" ± {sd[-1]:.4f}"
+    return value
+
+
 def summary_table(results: dict) -> str:
-    """A plain-text table: final training cost, test accuracy and wall time per optimizer."""
+    """A plain-text table: final training cost, test accuracy and wall time per optimizer (mean ± s.d. over seeds)."""
     experiment = registry.EXPERIMENTS.get(results["experiment"])
     if experiment is not None and experiment.summarize is not None:
         return experiment.summarize(results)
     rows = [("optimizer", "lr", "train cost", "test acc", "seconds")]
     for r in results["runs"]:
-        cost = "diverged" if r["diverged"] else f"{r['epoch_train_loss'][-1]:.4f}"
-        acc = f"{r['epoch_test_accuracy'][-1]:.4f}" if r["epoch_test_accuracy"] else "-"
+        cost = "diverged" if r["diverged"] else _mean_pm_sd(r, "epoch_train_loss")
+        acc = _mean_pm_sd(r, "epoch_test_accuracy") if r["epoch_test_accuracy"] else "-"
         rows.append((r["optimizer"], f"{r['learning_rate']:g}", cost, acc, f"{r['seconds']:.1f}"))
+    seeds = results.get("seeds") or [results["seed"]]
+    which = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]} (mean ± s.d.)"
     head = (f"{results['experiment']}: {results['train_size']} train / {results['test_size']} test examples, "
-            f"{results['epochs']} epochs, batch {results['batch_size']}, seed {results['seed']}")
+            f"{results['epochs']} epochs, batch {results['batch_size']}, {which}")
     return head + "\n" + format_table(rows)
 
 
@@ -165,11 +272,39 @@ def _smooth(values: list[float], window: int) -> np.ndarray:
     return np.convolve(v, kernel, mode="valid")
 
 
+def _curves(run: dict, key: str, window: int | None = None) -> tuple[np.ndarray, tuple | None, int]:
+    """A run's curve ``key`` smoothed over ``window`` (default a hundredth of it), its ±1 s.d. band, the window.
+
+    With several seeds (``per_seed``) each seed's curve is smoothed first, then the mean and the
+    s.d. are taken across seeds; the band is ``mean ± sd``, its lower edge no lower than the lowest
+    seed (``mean - sd`` can be negative, which a log axis cannot show). With one seed the band is None.
+    """
+    as_float = lambda values: [v if v is not None else np.nan for v in values]
+    curves = [as_float(p[key]) for p in run.get("per_seed") or []]
+    if len(curves) < 2:
+        curves = [as_float(run[key])]
+    n = min(len(c) for c in curves)
+    window = window or max(1, n // 100)
+    smoothed = np.asarray([_smooth(c[:n], window if window <= n else 1) for c in curves])
+    if len(curves) == 1:
+        return smoothed[0], None, window
+    mean, sd = (np.asarray(v) for v in mean_sd(smoothed))
+    return mean, (np.maximum(mean - sd, smoothed.min(axis=0)), mean + sd), window
+
+
+def _draw(ax, x: np.ndarray, mean: np.ndarray, band: tuple | None, **style) -> None:
+    """A curve, with its band (``(low, high)``) in the same colour, translucent, when there is one."""
+    (line,) = ax.plot(x, mean, **style)
+    if band is not None:
+        ax.fill_between(x, *band, color=line.get_color(), alpha=0.2, lw=0)
+
+
 def plot(results: dict, path: Path) -> None:
     """Training cost against iterations, one curve per optimizer, as in the paper's figures.
 
     Left: the minibatch cost, smoothed over a hundredth of the run. Right (when the runs evaluated
     more than one epoch): the cost on the whole training set after each epoch, with test accuracy.
+    With several seeds each curve is the mean over seeds, in a band of ±1 s.d. across seeds.
     Works on the dict :func:`run_experiment` returns and on a ``results.json`` read back.
     """
     import matplotlib
@@ -182,11 +317,10 @@ def plot(results: dict, path: Path) -> None:
                              squeeze=False)
     ax = axes[0, 0]
     for r in results["runs"]:
-        losses = [v if v is not None else np.nan for v in r["iteration_loss"]]
         every = r.get("iteration_loss_every", 1)  # a curve read back from a downsampled results.json
-        window = max(1, len(losses) // 100)
-        y = _smooth(losses, window)
-        ax.plot((np.arange(len(y)) + window) * every, y, label=f"{r['optimizer']} (lr {r['learning_rate']:g})", lw=1.4)
+        y, band, window = _curves(r, "iteration_loss")
+        _draw(ax, (np.arange(len(y)) + window) * every, y, band, label=f"{r['optimizer']} (lr {r['learning_rate']:g})",
+              lw=1.4)
     ax.set_yscale("log")
     ax.set_xlabel("iterations")
     ax.set_ylabel("training cost (minibatch, smoothed)")
@@ -195,16 +329,19 @@ def plot(results: dict, path: Path) -> None:
     if per_epoch:
         ax2 = axes[0, 1]
         for r in results["runs"]:
-            cost = [v if v is not None else np.nan for v in r["epoch_train_loss"]]
-            acc = r["epoch_test_accuracy"][-1] if r["epoch_test_accuracy"] else float("nan")
-            ax2.plot(np.arange(1, len(cost) + 1), cost, marker="." if len(cost) < 60 else None, lw=1.4,
-                     label=f"{r['optimizer']}: final {cost[-1]:.4f}, test acc {acc:.4f}")
+            cost, band, _ = _curves(r, "epoch_train_loss", window=1)
+            final = "diverged" if r["diverged"] else _mean_pm_sd(r, "epoch_train_loss")
+            acc = _mean_pm_sd(r, "epoch_test_accuracy") if r["epoch_test_accuracy"] else "-"
+            _draw(ax2, np.arange(1, len(cost) + 1), cost, band, marker="." if len(cost) < 60 else None, lw=1.4,
+                  label=f"{r['optimizer']}: final {final}, test acc {acc}")
         ax2.set_yscale("log")
         ax2.set_xlabel("iterations over the entire training set (epochs)")
         ax2.set_ylabel("training cost (whole training set)")
         ax2.grid(alpha=0.3, which="both")
         ax2.legend(fontsize=8)
-    fig.suptitle(f"{results['experiment']}: {results['description']}", fontsize=8)
+    seeds = results.get("seeds") or []
+    spread = f"\nmean over seeds {seeds[0]}-{seeds[-1]}, bands: ±1 s.d. across seeds" if len(seeds) > 1 else ""
+    fig.suptitle(f"{results['experiment']}: {results['description']}{spread}", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

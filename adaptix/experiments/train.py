@@ -58,6 +58,11 @@ def _l2_penalty(model: nnx.Module, weight: float) -> jax.Array:
     return 0.5 * weight * sum(jnp.sum(jnp.square(w)) for w in model.l2_weights())
 
 
+def classification_cost(model: nnx.Module, x: jax.Array, y: jax.Array, l2: float = 0.0) -> jax.Array:
+    """The training objective of the experiments: mean softmax cross-entropy of ``model(x)`` plus the L2 term."""
+    return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean() + _l2_penalty(model, l2)
+
+
 @jax.jit
 def _batch_stats(graphdef, state, x, y):
     model = nnx.merge(graphdef, state)
@@ -111,11 +116,7 @@ def train(
     def step(state, x, y):
         model, optimizer = nnx.merge(graphdef, state)
 
-        def cost(model):
-            logits = model(x)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean() + _l2_penalty(model, l2)
-
-        loss, grads = nnx.value_and_grad(cost)(model)
+        loss, grads = nnx.value_and_grad(classification_cost)(model, x, y, l2)
         optimizer.update(model, grads)
         return nnx.state((model, optimizer)), loss
 
