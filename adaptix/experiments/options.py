@@ -16,7 +16,9 @@ class RunOptions:
     bars only on a terminal; ``grid``/``grid_relative``: the step sizes for ``tune`` (see
     :func:`parse_grid`); ``loss_every``: the block length of the stored per-iteration curves;
     ``seeds``: how many seeds, from ``seed`` on; ``sequential``: train the grid points and seeds one
-    after the other rather than as one vmapped program (see :mod:`adaptix.experiments.sweep`).
+    after the other rather than as one vmapped program (see :mod:`adaptix.experiments.sweep`);
+    ``checkpoint_every``: save every training's state every so many epochs (None: never);
+    ``resume``: the directory of the interrupted run this one continues (None: a fresh run).
     """
 
     optimizers: list[tuple[str, float | None]] | None = None
@@ -33,6 +35,8 @@ class RunOptions:
     grid: tuple[float, ...] | None = None
     grid_relative: bool = False
     sequential: bool = False
+    checkpoint_every: int | None = None
+    resume: Path | None = None
 
 
 def parse_grid(spec: str) -> tuple[tuple[float, ...], bool]:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -11,7 +15,9 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
+from adaptix import __version__ as adaptix_version
 from adaptix.experiments import registry, sweep
+from adaptix.experiments.checkpoints import EpochCheckpoints, RunProgress
 from adaptix.experiments.optimizers import optimizer_factory
 from adaptix.experiments.options import RunOptions
 from adaptix.experiments.results import finite_or_inf, format_table, mean_score, mean_sd, save, seed_record
@@ -81,21 +87,21 @@ def _lane_history(run: sweep.LaneRun, g: int, s: int, name: str, lr: float) -> H
 
 
 def sweep_grid(experiment, data, name: str, *, epochs: int, seeds: tuple[int, ...], progress,
-               grid: tuple[float, ...]) -> dict[int, dict[str, float]]:
+               grid: tuple[float, ...], checkpoints: EpochCheckpoints | None = None) -> dict[int, dict[str, float]]:
     """:func:`grid_search` for every step size of ``grid`` and every seed at once, as one vmapped training.
 
     Returns seed -> step size -> score (:func:`_tail_cost`, inf for a lane that diverged).
     """
     lanes, state = _init_lanes(experiment, data, name, grid, seeds)
     run = sweep.train_lanes(lanes, state, _lane_loss(experiment.l2), data.train, epochs=epochs,
-                            batch_size=experiment.batch_size, progress=progress,
+                            batch_size=experiment.batch_size, progress=progress, checkpoints=checkpoints,
                             desc=f"{name} tuning, {len(grid)} rates x {len(seeds)} seeds")
     return {seed: {f"{lr:g}": finite_or_inf(_tail_cost(_lane_history(run, g, s, name, lr)))
                    for g, lr in enumerate(grid)} for s, seed in enumerate(seeds)}
 
 
 def train_seeds(experiment, data, name: str, lr: float, *, epochs: int, seeds: tuple[int, ...],
-                progress) -> tuple[list[History], float]:
+                progress, checkpoints: EpochCheckpoints | None = None) -> tuple[list[History], float]:
     """Trains the model of every seed with step size ``lr`` at once (one vmapped training), evaluated every epoch.
 
     Returns the seeds' histories, which match those of :func:`~adaptix.experiments.train.train`
@@ -110,47 +116,144 @@ def train_seeds(experiment, data, name: str, lr: float, *, epochs: int, seeds: t
 
     run = sweep.train_lanes(lanes, state, _lane_loss(experiment.l2), data.train, epochs=epochs,
                             batch_size=experiment.batch_size, evaluate=evaluate, progress=progress,
-                            desc=f"{name} lr={lr:g}, {len(seeds)} seeds")
+                            checkpoints=checkpoints, desc=f"{name} lr={lr:g}, {len(seeds)} seeds")
     return [_lane_history(run, 0, s, name, lr) for s in range(len(seeds))], run.seconds
 
 
-def _tune(experiment, data, name: str, options: RunOptions, epochs: int,
-          seeds: tuple[int, ...]) -> tuple[float, dict[int, dict[str, float]]]:
-    """The step size with the lowest mean score over ``seeds``, and every seed's scores."""
+def _tune(experiment, data, name: str, options: RunOptions, epochs: int, seeds: tuple[int, ...],
+          progress: RunProgress, key: str) -> tuple[float, dict[int, dict[str, float]]]:
+    """The step size with the lowest mean score over ``seeds``, and every seed's scores.
+
+    Resumable: the vmapped tuning from its last epoch checkpoint, the sequential one from the last
+    seed whose grid search finished.
+    """
     grid = tuning_grid(experiment, name, options.grid, options.grid_relative)
     if options.sequential:
         disable = None if options.progress is None else not options.progress
+        scores = {}
         with tqdm(total=len(grid) * len(seeds), desc=f"{name} tuning, one run at a time", disable=disable,
                   leave=False) as bar:
-            scores = {seed: grid_search(experiment, data, name, epochs=epochs, seed=seed, progress=options.progress,
-                                        grid=grid, bar=bar)[1] for seed in seeds}
+            for seed in seeds:
+                scores[seed] = progress.get(f"{key}/tune/seed{seed}")
+                if scores[seed] is None:
+                    scores[seed] = grid_search(experiment, data, name, epochs=epochs, seed=seed,
+                                               progress=options.progress, grid=grid, bar=bar)[1]
+                    progress.put(f"{key}/tune/seed{seed}", scores[seed])
+                else:
+                    bar.update(len(grid))
     else:
-        scores = sweep_grid(experiment, data, name, epochs=epochs, seeds=seeds, progress=options.progress, grid=grid)
+        scores = sweep_grid(experiment, data, name, epochs=epochs, seeds=seeds, progress=options.progress, grid=grid,
+                            checkpoints=progress.epochs(f"{key}-tune"))
     mean = {k: mean_score([scores[seed][k] for seed in seeds])[0] for k in scores[seeds[0]]}
     return min(grid, key=lambda lr: mean[f"{lr:g}"]), scores
 
 
+def _tuned(experiment, data, name: str, options: RunOptions, tune_epochs: int, seeds: tuple[int, ...],
+           progress: RunProgress, key: str) -> tuple[float, dict[int, dict[str, float]], float]:
+    """``_tune``'s step size and scores and its wall time, from ``progress`` when a run before this one finished it."""
+    done = progress.get(f"{key}/tuned")
+    if done is None:
+        t_tune = time.perf_counter()
+        lr, scores = _tune(experiment, data, name, options, tune_epochs, seeds, progress, key)
+        done = {"learning_rate": lr, "scores": {str(s): v for s, v in scores.items()},
+                "seconds": time.perf_counter() - t_tune}
+        progress.put(f"{key}/tuned", done)
+    return done["learning_rate"], {int(s): v for s, v in done["scores"].items()}, done["seconds"]
+
+
+def _train_sequentially(experiment, data, name: str, lr: float, options: RunOptions, epochs: int,
+                        seeds: tuple[int, ...], progress: RunProgress, key: str) -> list[History]:
+    """Every seed's :func:`~adaptix.experiments.train.train`, one after another, each resumable."""
+    histories = []
+    for seed in seeds:
+        done = progress.get(f"{key}/seed{seed}")
+        if done is None:
+            tx = optimizer_factory(name)(experiment.schedule(lr))
+            history = train(_fresh_model(experiment, data, seed), tx, data, name=name, learning_rate=lr,
+                            epochs=epochs, batch_size=experiment.batch_size, l2=experiment.l2, seed=seed,
+                            progress=options.progress, checkpoints=progress.epochs(f"{key}-train-seed{seed}"))
+            done = asdict(history)
+            progress.put(f"{key}/seed{seed}", done)
+        histories.append(History(**done))
+    return histories
+
+
 def _train_optimizer(experiment, data, name: str, lr: float | None, options: RunOptions, epochs: int,
-                     tune_epochs: int) -> dict:
-    """One optimizer's run record (:func:`~adaptix.experiments.results.seed_record`): tuning, then every seed."""
+                     tune_epochs: int, progress: RunProgress, key: str) -> dict:
+    """One optimizer's run record (:func:`~adaptix.experiments.results.seed_record`): tuning, then every seed.
+
+    ``key`` names the optimizer's entries in ``progress``: a record finished before is returned as
+    it is, and an unfinished one continues from what ``progress`` holds.
+    """
+    record = progress.get(f"{key}/record")
+    if record is not None:
+        return record
     seeds = tuple(range(options.seed, options.seed + options.seeds))
     scores, tune_seconds = None, None
     if lr is None and options.tune:
-        t_tune = time.perf_counter()
-        lr, scores = _tune(experiment, data, name, options, tune_epochs, seeds)
-        tune_seconds = time.perf_counter() - t_tune
+        lr, scores, tune_seconds = _tuned(experiment, data, name, options, tune_epochs, seeds, progress, key)
     elif lr is None:
         lr = experiment.learning_rate(name)
     if options.sequential:
-        tx = lambda: optimizer_factory(name)(experiment.schedule(lr))
-        histories = [train(_fresh_model(experiment, data, seed), tx(), data, name=name, learning_rate=lr,
-                           epochs=epochs, batch_size=experiment.batch_size, l2=experiment.l2, seed=seed,
-                           progress=options.progress) for seed in seeds]
+        histories = _train_sequentially(experiment, data, name, lr, options, epochs, seeds, progress, key)
         seconds = sum(h.seconds for h in histories)
     else:
         histories, seconds = train_seeds(experiment, data, name, lr, epochs=epochs, seeds=seeds,
-                                         progress=options.progress)
-    return seed_record([asdict(h) for h in histories], seeds, scores, seconds, tune_seconds)
+                                         progress=options.progress, checkpoints=progress.epochs(f"{key}-train"))
+    record = seed_record([asdict(h) for h in histories], seeds, scores, seconds, tune_seconds)
+    progress.put(f"{key}/record", record)
+    return record
+
+
+class RunInterrupted(Exception):
+    """The run was stopped by SIGINT/SIGTERM; what finished is saved; ``str()`` says how to resume."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM (a scheduler's stop, ``kill``) raises ``KeyboardInterrupt`` as Ctrl-C does, in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _write_run_json(experiment: registry.Experiment, options: RunOptions) -> None:
+    """``out/run.json``: the experiment and the options it was started with, what ``--resume`` reads back."""
+    stored = {k: v for k, v in asdict(options).items() if k not in ("out", "progress", "resume")}
+    stored["data_dir"] = None if options.data_dir is None else str(options.data_dir)
+    options.out.mkdir(parents=True, exist_ok=True)
+    (options.out / "run.json").write_text(json.dumps({"experiment": experiment.name, "adaptix": adaptix_version,
+                                                      "options": stored}, indent=1) + "\n")
+
+
+def resumed_options(name: str, directory: Path, *, progress: bool | None = None,
+                    checkpoint_every: int | None = None) -> RunOptions:
+    """The options of the interrupted run of experiment ``name`` in ``directory`` (its ``run.json``)."""
+    path = Path(directory) / "run.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: {directory} holds no run.json (not a run of adaptix-experiments)")
+    started = json.loads(path.read_text())
+    if started["experiment"] != registry.get(name).name:
+        raise ValueError(f"--resume: {directory} holds a run of {started['experiment']}, not of {name}")
+    results = Path(directory) / "results.json"
+    if results.is_file() and json.loads(results.read_text()).get("complete", True):
+        raise ValueError(f"--resume: the run in {directory} is complete; nothing to resume")
+    stored = dict(started["options"])
+    stored["optimizers"] = None if stored["optimizers"] is None else [tuple(o) for o in stored["optimizers"]]
+    stored["grid"] = None if stored["grid"] is None else tuple(stored["grid"])
+    stored["data_dir"] = None if stored["data_dir"] is None else Path(stored["data_dir"])
+    if checkpoint_every is not None:
+        stored["checkpoint_every"] = checkpoint_every
+    return RunOptions(**stored, out=Path(directory), progress=progress, resume=Path(directory))
 
 
 def run_experiment(
@@ -170,6 +273,8 @@ def run_experiment(
     grid: tuple[float, ...] | None = None,
     grid_relative: bool = False,
     sequential: bool = False,
+    checkpoint_every: int | None = None,
+    resume: Path | None = None,
 ) -> dict:
     """Trains every optimizer on the experiment and writes ``results.json`` and ``<name>.png`` to ``out``.
 
@@ -187,17 +292,34 @@ def run_experiment(
     iterations instead of every iteration (``iteration_loss_every`` records ``k``), which keeps the
     file of a long run small; the plot is drawn from the full curve. The returned dict always holds
     every iteration. An experiment with its own ``runner`` gets these options as a :class:`RunOptions`.
+
+    Nothing finished is lost: ``out/run.json`` records the options first, ``results.json`` and
+    the figure are rewritten after each optimizer, and SIGINT or SIGTERM stops the run with
+    :class:`RunInterrupted` once what finished is saved. ``checkpoint_every=k`` also saves every
+    training's state every ``k`` epochs (Orbax, in ``out/checkpoints``, removed when the run is
+    complete); ``resume=DIR`` continues the interrupted run in ``DIR`` with the options it was
+    started with (the other arguments but ``progress`` and ``checkpoint_every`` are ignored):
+    finished optimizers are kept, an unfinished training goes on from its last checkpoint, and the
+    results equal those of a run that was never interrupted, bit for bit.
     """
-    if loss_every < 1:
-        raise ValueError(f"loss_every must be a positive integer, got {loss_every}")
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
+    if resume is not None:
+        options = resumed_options(name, resume, progress=progress, checkpoint_every=checkpoint_every)
+    else:
+        if loss_every < 1:
+            raise ValueError(f"loss_every must be a positive integer, got {loss_every}")
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+            raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
+        options = RunOptions(optimizers=optimizers, epochs=epochs, data_dir=data_dir, out=out, seed=seed,
+                             seeds=seeds, quick=quick, tune=tune, tune_epochs=tune_epochs, progress=progress,
+                             loss_every=loss_every, grid=grid, grid_relative=grid_relative, sequential=sequential,
+                             checkpoint_every=checkpoint_every)
     experiment = registry.get(name)
-    options = RunOptions(optimizers=optimizers, epochs=epochs, data_dir=data_dir, out=out, seed=seed, seeds=seeds,
-                         quick=quick, tune=tune, tune_epochs=tune_epochs, progress=progress, loss_every=loss_every,
-                         grid=grid, grid_relative=grid_relative, sequential=sequential)
+    if experiment.runner is not None and (options.resume is not None or options.checkpoint_every is not None):
+        raise ValueError(f"--resume and --checkpoint-every apply to the comparison experiments; {experiment.name} "
+                         "runs its own loop")
     runner = experiment.runner if experiment.runner is not None else _compare
-    return runner(experiment, options)
+    with _sigterm_interrupts():
+        return runner(experiment, options)
 
 
 def _compare(experiment: registry.Experiment, options: RunOptions) -> dict:
@@ -205,34 +327,64 @@ def _compare(experiment: registry.Experiment, options: RunOptions) -> dict:
     optimizers = options.optimizers
     if optimizers is None:
         optimizers = [(o, None) for o in experiment.optimizers]
-    quick, tune, seed = options.quick, options.tune, options.seed
+    quick = options.quick
     epochs = options.epochs if options.epochs is not None else (experiment.quick_epochs if quick else experiment.epochs)
     tune_epochs = options.tune_epochs or epochs
+    progress = RunProgress(options.out, options.checkpoint_every)
+    if options.resume is None:
+        progress.clear()  # a fresh run never continues what an older run left in the same directory
+        _write_run_json(experiment, options)
     t0 = time.perf_counter()
     data = experiment.load(options.data_dir, quick)
     load_seconds = time.perf_counter() - t0
-    runs = [_train_optimizer(experiment, data, opt_name, lr, options, epochs, tune_epochs)
-            for opt_name, lr in optimizers]
-    results = {
+    runs = []
+
+    def results(complete: bool) -> dict:
+        return _results(experiment, options, data, runs, epochs=epochs, tune_epochs=tune_epochs,
+                        load_seconds=load_seconds, wall_seconds=time.perf_counter() - t0, complete=complete)
+
+    try:
+        for i, (opt_name, lr) in enumerate(optimizers):
+            runs.append(_train_optimizer(experiment, data, opt_name, lr, options, epochs, tune_epochs, progress,
+                                         key=f"optimizer{i}"))
+            if len(runs) < len(optimizers):
+                save(results(complete=False), options.out, plot, loss_every=options.loss_every)
+    except KeyboardInterrupt:
+        if runs:
+            save(results(complete=False), options.out, plot, loss_every=options.loss_every)
+        kept = f" (and every training's last checkpoint, every {options.checkpoint_every} epochs)" \
+            if options.checkpoint_every else ""
+        raise RunInterrupted(f"stopped after {len(runs)} of {len(optimizers)} optimizers; what finished is saved in "
+                             f"{options.out}{kept}; continue with: adaptix-experiments run {experiment.name} "
+                             f"--resume {options.out}") from None
+    saved = save(results(complete=True), options.out, plot, loss_every=options.loss_every)
+    progress.clear()
+    return saved
+
+
+def _results(experiment, options: RunOptions, data, runs: list[dict], *, epochs: int, tune_epochs: int,
+             load_seconds: float, wall_seconds: float, complete: bool) -> dict:
+    """The ``results.json`` of a comparison: the setup, then one record per optimizer that finished."""
+    return {
         "experiment": experiment.name,
         "description": experiment.description,
         "claim": experiment.claim,
-        "seed": seed,
-        "seeds": list(range(seed, seed + options.seeds)),
+        "seed": options.seed,
+        "seeds": list(range(options.seed, options.seed + options.seeds)),
         "mode": "sequential" if options.sequential else "vmapped",  # how the grid points and seeds were trained
-        "quick": quick,
+        "quick": options.quick,
         "epochs": epochs,
         "batch_size": experiment.batch_size,
         "l2": experiment.l2,
-        "tune_epochs": tune_epochs if tune else None,
+        "tune_epochs": tune_epochs if options.tune else None,
         "step_size_decay": "alpha/sqrt(t)" if experiment.decay_sqrt else "constant",
         "train_size": len(data.train),
         "test_size": len(data.test),
         "load_seconds": load_seconds,
-        "wall_seconds": time.perf_counter() - t0,  # loading, tuning, training and evaluation
+        "wall_seconds": wall_seconds,  # loading, tuning, training and evaluation (of this process, when resumed)
+        "complete": complete,  # false: interrupted, or written after some of the optimizers
         "runs": runs,
     }
-    return save(results, options.out, plot, loss_every=options.loss_every)
 
 
 def _mean_pm_sd(run: dict, key: str) -> str:

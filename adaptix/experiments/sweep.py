@@ -62,6 +62,7 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
+from adaptix.experiments.checkpoints import EpochCheckpoints, generator_states, restore_generators
 from adaptix.experiments.data import Split
 from adaptix.experiments.train import _dense, _l2_penalty
 
@@ -230,7 +231,8 @@ class LaneRun:
 
 def train_lanes(lanes: Lanes, state: LaneState, loss: Loss, split: Split, *, epochs: int, batch_size: int,
                 evaluate: Callable[[Lanes, LaneState], dict[str, np.ndarray]] | None = None,
-                progress: bool | None = None, desc: str = "lanes") -> LaneRun:
+                progress: bool | None = None, desc: str = "lanes",
+                checkpoints: EpochCheckpoints | None = None) -> LaneRun:
     """Trains every lane for ``epochs`` passes over ``split`` with one jitted, vmapped step.
 
     Args:
@@ -242,6 +244,9 @@ def train_lanes(lanes: Lanes, state: LaneState, loss: Loss, split: Split, *, epo
         values (for instance :func:`evaluate_classifier`'s cost and accuracy); ``None``: no evaluation.
       progress: a tqdm bar over the steps; ``None`` shows it only on a terminal.
       desc: the bar's label.
+      checkpoints: where to save the lanes every ``checkpoints.every`` epochs (state, curves,
+        generators of the minibatch order), and to resume from: with a checkpoint in it, the
+        training goes on from there, bit for bit as if it had not stopped.
 
     Returns:
       a :class:`LaneRun`. A lane whose cost is not finite in an epoch is marked diverged at that
@@ -255,26 +260,46 @@ def train_lanes(lanes: Lanes, state: LaneState, loss: Loss, split: Split, *, epo
     losses = np.full((*lanes.shape, epochs * steps), np.nan, dtype=np.float32)
     diverged_epoch = np.full(lanes.shape, -1)
     metrics: dict[str, np.ndarray] = {}
+    first, earlier_seconds = 0, 0.0
+    resumed = checkpoints.restore((state, losses, diverged_epoch)) if checkpoints is not None else None
+    if resumed is not None:
+        first, (state, losses, diverged_epoch), meta = resumed
+        losses, diverged_epoch = np.array(losses), np.array(diverged_epoch)  # writable host copies
+        restore_generators(rngs, meta["generators"])
+        metrics = {name: np.asarray(values, dtype=float) for name, values in meta["metrics"].items()}
+        earlier_seconds = meta["seconds"]
     start = time.perf_counter()
     disable = None if progress is None else not progress
-    with tqdm(total=epochs * steps, desc=desc, disable=disable, leave=False) as bar:
-        for epoch in range(epochs):
-            pending = []
-            for x, y in seed_batches(split, batch_size, rngs):
-                state, value = step(state, (x, y))
-                pending.append(value)
-                bar.update()
-            epoch_losses = np.stack(jax.device_get(pending), axis=-1)  # (G, S, steps)
-            alive = diverged_epoch < 0
-            losses[..., epoch * steps : (epoch + 1) * steps] = np.where(alive[..., None], epoch_losses, np.nan)
-            diverged_epoch[alive & ~np.isfinite(epoch_losses).all(-1)] = epoch
+    with tqdm(total=epochs * steps, initial=first * steps, desc=desc, disable=disable, leave=False) as bar:
+        for epoch in range(first, epochs):
+            if np.all(diverged_epoch >= 0):
+                break
+            state = _lane_epoch(step, state, split, batch_size, rngs, bar, epoch, losses, diverged_epoch)
             if evaluate is not None:
                 for name, values in evaluate(lanes, state).items():
                     metrics.setdefault(name, np.full((*lanes.shape, epochs), np.nan))
                     metrics[name][..., epoch] = np.where(diverged_epoch < 0, values, np.nan)
-            if np.all(diverged_epoch >= 0):
-                break
-    return LaneRun(lanes, state, losses, diverged_epoch, steps, metrics, time.perf_counter() - start)
+            if checkpoints is not None and checkpoints.due(epoch + 1) and epoch + 1 < epochs:
+                meta = {"generators": generator_states(rngs), "metrics": {k: v.tolist() for k, v in metrics.items()},
+                        "seconds": earlier_seconds + time.perf_counter() - start}
+                checkpoints.save(epoch + 1, (state, losses, diverged_epoch), meta)
+    seconds = earlier_seconds + time.perf_counter() - start
+    return LaneRun(lanes, state, losses, diverged_epoch, steps, metrics, seconds)
+
+
+def _lane_epoch(step, state, split, batch_size, rngs, bar, epoch, losses, diverged_epoch) -> LaneState:
+    """One epoch of every lane; writes its costs into ``losses`` and marks the lanes that diverged in it."""
+    pending = []
+    for x, y in seed_batches(split, batch_size, rngs):
+        state, value = step(state, (x, y))
+        pending.append(value)
+        bar.update()
+    epoch_losses = np.stack(jax.device_get(pending), axis=-1)  # (G, S, steps)
+    steps = epoch_losses.shape[-1]
+    alive = diverged_epoch < 0
+    losses[..., epoch * steps : (epoch + 1) * steps] = np.where(alive[..., None], epoch_losses, np.nan)
+    diverged_epoch[alive & ~np.isfinite(epoch_losses).all(-1)] = epoch
+    return state
 
 
 @jax.jit

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 
 import jax
@@ -14,6 +14,7 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
+from adaptix.experiments.checkpoints import EpochCheckpoints, generator_states, restore_generators
 from adaptix.experiments.data import Data, Split
 
 
@@ -99,12 +100,15 @@ def train(
     evaluate_every_epoch: bool = True,
     progress: bool | None = None,
     on_epoch: Callable[[int, History], None] | None = None,
+    checkpoints: EpochCheckpoints | None = None,
 ) -> History:
     """Trains ``model`` in place with ``tx`` through ``nnx.Optimizer`` and a jitted step.
 
     The minibatch order depends only on ``seed``, so every optimizer sees the
     same sequence of batches. A non-finite cost stops the run and marks it
-    ``diverged``.
+    ``diverged``. With ``checkpoints``, the model, the optimizer, the generator of
+    the minibatch order and the history are saved every ``checkpoints.every``
+    epochs, and a run that finds a checkpoint there goes on from it, bit for bit.
     """
     model.train()
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
@@ -123,10 +127,18 @@ def train(
     history = History(optimizer=name, learning_rate=learning_rate)
     rng = np.random.default_rng(seed)
     steps_per_epoch = len(data.train) // batch_size
+    first, earlier_seconds = 0, 0.0
+    resumed = checkpoints.restore(state) if checkpoints is not None else None
+    if resumed is not None:
+        first, state, meta = resumed
+        restore_generators([rng], meta["generators"])
+        history = History(**meta["history"])
+        earlier_seconds = history.seconds
     start = time.perf_counter()
     disable = None if progress is None else not progress  # None: only on a terminal
-    with tqdm(total=epochs * steps_per_epoch, desc=f"{name} lr={learning_rate:g}", disable=disable, leave=False) as bar:
-        for epoch in range(epochs):
+    with tqdm(total=epochs * steps_per_epoch, initial=first * steps_per_epoch, desc=f"{name} lr={learning_rate:g}",
+              disable=disable, leave=False) as bar:
+        for epoch in range(first, epochs):
             losses = []
             for x, y in _batches(data.train, batch_size, rng):
                 state, loss = step(state, x, y)
@@ -146,5 +158,9 @@ def train(
                 bar.set_postfix(cost=f"{train_loss:.4f}", acc=f"{accuracy:.4f}")
             if on_epoch is not None:
                 on_epoch(epoch, history)
-    history.seconds = time.perf_counter() - start
+            if checkpoints is not None and checkpoints.due(epoch + 1) and epoch + 1 < epochs:
+                history.seconds = earlier_seconds + time.perf_counter() - start
+                meta = {"generators": generator_states([rng]), "history": asdict(history)}
+                checkpoints.save(epoch + 1, state, meta)
+    history.seconds = earlier_seconds + time.perf_counter() - start
     return history
