@@ -15,9 +15,25 @@ The filter's posterior variance :math:`\\sigma^2_{post}` is the per-coordinate
 learning rate: while little is known (:math:`\\sigma^2_{post} \\approx \\sigma^2`)
 it is SGD (with learning rate :math:`\\alpha = B\\sigma^2` for the mean loss of a
 batch of :math:`B`); once many gradients have been seen it settles at
-:math:`\\eta/\\sqrt{\\langle g^2\\rangle}`, which is Adam's. The equations were
-re-derived from the paper's model and agree with the author's public reference
-implementation (https://github.com/LaurenceA/adabayes).
+:math:`\\eta/\\sqrt{\\langle g^2\\rangle}`, which is Adam's.
+
+Provenance. The model (a filter per parameter, observing the gradient of the
+*summed* minibatch loss; the drift of the other parameters; the SGD and
+Adam(W) limits; a fixed-point variant) is the paper's. The equations adaptix
+computes are those of the author's reference code, https://github.com/LaurenceA/adabayes
+at commit 7ea53ed22ec23b379d5e0d50a4b0ea1f1f04a69a (``adabayes.py``,
+``adabayesfp.py``, PyTorch): the exact variance step above, the posterior
+variance starting at :math:`\\sigma^2`, Adam's debiased EMA as the momentum, the
+AdaBayes-FP expression, and the defaults but one. Like adaptix, the code does
+not shrink the mean by the model's factor but by a separate weight-decay
+hyperparameter (:func:`implied_weight_decay` gives the model's value).
+``tests/test_bayes.py`` ports both ``step`` methods to NumPy and checks
+:func:`adabayes` and :func:`adabayes_fp` against the port step by step in
+float64 (400 steps: about 1e-15 apart). Where adaptix differs from that
+code, on purpose: mean-loss units (``eps`` of AdaBayes-FP is the code's
+divided by :math:`B^2`), the weight decay added to the step rather than
+multiplying the parameters after it, and a default weight decay of 0 (the
+code's ``weight_drift`` is 5e-5); see ``docs/theory.md``.
 """
 
 from __future__ import annotations
@@ -99,15 +115,21 @@ def scale_by_posterior_variance(
       array([0.14286], dtype=float32)
 
     Note:
-      The prior step uses the exact Ornstein-Uhlenbeck discretisation, as
-      Aitchison's reference code; the paper's first-order form
-      :math:`(1 - \eta^2/\sigma^2)\,\sigma^2_{post} + \eta^2` agrees with it to
-      :math:`O(\eta^4/\sigma^4)`. The mean's prior decay is left to
+      These are the reference code's steps (``adabayes.py``, ``AdaBayes.step``,
+      at the commit cited in the references), in mean-loss units: the prior
+      step is the exact discretisation of the random walk (the code's
+      ``var_decay``, ``var_add``), whose first-order form
+      :math:`(1 - \eta^2/\sigma^2)\,\sigma^2_{post} + \eta^2` differs from it by
+      :math:`O(\eta^4/\sigma^4)` per step; :math:`\sigma^2_{post}` starts at
+      :math:`\sigma^2` (the code's ``lr_sgd / batch_size``; the state,
+      :math:`B\sigma^2_{post}`, at :math:`\alpha`). The mean's prior decay is left to
       :func:`add_decayed_weights` (see :func:`adabayes`).
 
     References:
-      Aitchison, 2020, the AdaBayes algorithm (NeurIPS version of arXiv:1807.07540),
-      https://arxiv.org/abs/1807.07540
+      Aitchison, 2020, Bayesian filtering unifies adaptive and non-adaptive
+      neural network optimization methods (NeurIPS), https://arxiv.org/abs/1807.07540;
+      reference code https://github.com/LaurenceA/adabayes, commit
+      7ea53ed22ec23b379d5e0d50a4b0ea1f1f04a69a, ``adabayes.py``.
     """
     owner = "scale_by_posterior_variance"
     v.check_positive(owner, "learning_rate", learning_rate)
@@ -181,12 +203,19 @@ def scale_by_posterior_variance_fp(
       array([0.0009975], dtype=float32)
 
     Note:
-      Aitchison's reference code adds ``eps`` to the summed-loss second moment
-      (:math:`B^2 \hat v`), i.e. :math:`\epsilon/B^2` here.
+      The expression for :math:`1/s_t` is the reference code's
+      (``adabayesfp.py``, ``AdaBayesFP.step``: its ``lpost``), in mean-loss
+      units; that it is the first-order steady state of the filter is checked
+      in ``tests/test_bayes.py`` (the root of the quadratic, and the filter
+      settling there). The code adds ``eps`` to the summed-loss second moment
+      (:math:`B^2 \hat v`), i.e. :math:`\epsilon/B^2` here: its
+      ``eps=1e-8`` with batch size :math:`B` is ``eps=1e-8 / B**2``.
 
     References:
       Aitchison, 2020, the fixed-point variant AdaBayes-FP,
-      https://arxiv.org/abs/1807.07540
+      https://arxiv.org/abs/1807.07540; reference code
+      https://github.com/LaurenceA/adabayes, commit
+      7ea53ed22ec23b379d5e0d50a4b0ea1f1f04a69a, ``adabayesfp.py``.
     """
     owner = "scale_by_posterior_variance_fp"
     v.check_positive(owner, "learning_rate", learning_rate)
@@ -260,13 +289,25 @@ def adabayes(
       array([-0.14286], dtype=float32)
 
     Note:
-      Aitchison's reference code multiplies the parameters by :math:`1-\lambda`
-      *after* the step, :math:`(w - s\hat m)(1-\lambda)`; here the decay is
-      added to the step, :math:`w - s\hat m - \lambda w`. They differ by
-      :math:`\lambda s \hat m`.
+      The reference code's ``AdaBayes(lr, lr_sgd, betas, eps, weight_drift,
+      batch_size)`` is ``adabayes(lr, lr_sgd, betas[0], batch_size,
+      weight_drift)`` (its ``betas[1]`` and ``eps`` are unused: it updates a
+      second moment it never reads), with two differences. The code multiplies
+      the parameters by :math:`1-\lambda` *after* the step,
+      :math:`(w - s\hat m)(1-\lambda)`; here the decay is added to the step,
+      :math:`w - s\hat m - \lambda w`. They differ by :math:`\lambda s \hat m`;
+      ``chain(trace(b1, ema=True), bias_correction(b1),
+      scale_by_posterior_variance(...), scale(1 - wd), add_decayed_weights(wd),
+      scale(-1))`` is the code's order. And the default decay is 0, where the
+      code's ``weight_drift`` is 5e-5 per step: a constant that is not the
+      model's (:func:`implied_weight_decay`: 5e-6 at the code's other
+      defaults); pass ``weight_decay=5e-5`` for the code's, ``None`` for the
+      model's. The other defaults are the code's.
 
     References:
-      Aitchison, 2020, AdaBayes, https://arxiv.org/abs/1807.07540
+      Aitchison, 2020, AdaBayes, https://arxiv.org/abs/1807.07540; reference code
+      https://github.com/LaurenceA/adabayes, commit
+      7ea53ed22ec23b379d5e0d50a4b0ea1f1f04a69a, ``adabayes.py``.
     """
     owner = "adabayes"
     v.check_positive(owner, "learning_rate", learning_rate)
@@ -323,8 +364,19 @@ def adabayes_fp(
       >>> np.asarray(u).round(6)  # Adam's first step, -lr * sign(g)
       array([-0.001,  0.001], dtype=float32)
 
+    Note:
+      The reference code's ``AdaBayesFP(lr, lr_sgd, betas, eps, weight_drift,
+      batch_size)`` is ``adabayes_fp(lr, lr_sgd, betas[0], betas[1],
+      eps / batch_size**2, weight_drift)``, up to the order of the decay (the
+      code multiplies the parameters by :math:`1-\lambda` after the step, as
+      in :func:`adabayes`). Its default ``weight_drift`` is 5e-5; here the
+      default decay is 0. The other defaults are the code's (``eps`` equal at
+      :math:`B = 1`).
+
     References:
-      Aitchison, 2020, AdaBayes-FP, https://arxiv.org/abs/1807.07540
+      Aitchison, 2020, AdaBayes-FP, https://arxiv.org/abs/1807.07540; reference code
+      https://github.com/LaurenceA/adabayes, commit
+      7ea53ed22ec23b379d5e0d50a4b0ea1f1f04a69a, ``adabayesfp.py``.
     """
     owner = "adabayes_fp"
     v.check_positive(owner, "learning_rate", learning_rate)

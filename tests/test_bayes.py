@@ -1,9 +1,10 @@
-"""AdaBayes and AdaBayes-FP (Aitchison, 2020) against the filtering equations written in NumPy.
+"""AdaBayes and AdaBayes-FP (Aitchison, 2020) against a NumPy port of the author's reference code.
 
-The references below work, as the paper does, with the gradient of the *summed*
-minibatch loss (``B * g`` for the mean-loss gradient ``g``) and the prior
-variance ``sigma^2 = sgd_lr / B``; adaptix works in mean-loss units. Agreement
-therefore also checks the change of units.
+:class:`ReferenceAdaBayes` re-expresses, in float64 NumPy, the ``step`` of the two PyTorch
+optimizers the author published with the paper. It keeps their units (the gradient of the
+*summed* minibatch loss, ``B`` times the mean-loss gradient adaptix takes), their hyperparameter
+names, their update order and their constants; agreement therefore also checks adaptix's change
+to mean-loss units and the mapping of the hyperparameters (:func:`_adaptix_for`).
 """
 
 from __future__ import annotations
@@ -19,50 +20,221 @@ import pytest
 import adaptix
 
 
+class ReferenceAdaBayes:
+    """``AdaBayes.step`` / ``AdaBayesFP.step`` of the author's code, for one parameter array, in float64.
+
+    Source read: https://github.com/LaurenceA/adabayes at commit
+    7ea53ed22ec23b379d5e0d50a4b0ea1f1f04a69a (2020-12-12), files ``adabayes.py`` (class
+    ``AdaBayes``: ``__init__`` lines 25-46, ``step`` lines 48-112) and ``adabayesfp.py`` (class
+    ``AdaBayesFP``: ``__init__`` lines 25-46, ``step`` lines 48-105). Rewritten here from those
+    lines, not copied; the PyTorch in-place calls become NumPy expressions in the same order:
+
+    1. the mean-loss gradient is multiplied by ``batch_size`` (the reference does this in place,
+       on ``p.grad`` itself);
+    2. at the first step: step 0, both moments 0 and (AdaBayes only) the posterior variance
+       ``lr_sgd / batch_size``;
+    3. the step count is incremented; Adam's two EMAs of the summed-loss gradient are updated
+       (AdaBayes updates the second one too, and never reads it), and both bias corrections formed;
+    4. the prior variance is rebuilt as ``lr * (lr_sgd / lr) / batch_size``: the optimizer stores
+       the ratio ``lr_sgd / lr`` at construction (kept here, with its rounding);
+    5. AdaBayes: ``s2post <- s2post * exp(-lr^2/sigma2) + sigma2 * (1 - exp(-lr^2/sigma2))``, then
+       ``s2post <- 1 / (1 / s2post + g^2)``; the parameter moves by ``-exp_avg * s2post / bc1``.
+       AdaBayes-FP: ``v = exp_avg_sq / bc2 + eps``, ``h = 0.5 / sigma2``,
+       ``lpost = sqrt(v / lr^2 + h^2) + h``; the parameter moves by ``-exp_avg / lpost / bc1``;
+    6. if ``weight_drift`` is not 0 the parameter is multiplied, *after* the move, by
+       ``1 - (weight_drift / lr) * lr`` (AdaBayes: the stored ratio times the current lr) or by
+       ``1 - weight_drift`` (AdaBayes-FP).
+
+    The defaults are the reference's. ``undrifted`` keeps the parameter after step 5 and before 6.
+    """
+
+    def __init__(self, lr=1e-3, lr_sgd=1e-1, betas=(0.9, 0.999), eps=1e-8, weight_drift=5e-5, batch_size=1,
+                 fixed_point=False):
+        self.lr, self.lr_sgd, self.betas, self.eps = lr, lr_sgd, betas, eps
+        self.weight_drift, self.batch_size, self.fixed_point = weight_drift, batch_size, fixed_point
+        self.lr_ratio, self.weight_drift_ratio = lr_sgd / lr, weight_drift / lr  # what the group stores
+        self.count, self.exp_avg, self.exp_avg_sq, self.s2post, self.undrifted = 0, None, None, None, None
+
+    def step(self, w, grad):
+        w = np.asarray(w, np.float64)
+        g = np.asarray(grad, np.float64) * self.batch_size  # summed-loss gradient
+        if self.exp_avg is None:
+            self.exp_avg, self.exp_avg_sq = np.zeros_like(w), np.zeros_like(w)
+            if not self.fixed_point:
+                self.s2post = np.full_like(w, self.lr_sgd / self.batch_size)
+        beta1, beta2 = self.betas
+        self.count += 1
+        self.exp_avg = self.exp_avg * beta1 + (1 - beta1) * g
+        self.exp_avg_sq = self.exp_avg_sq * beta2 + (1 - beta2) * g * g
+        correction1, correction2 = 1 - beta1**self.count, 1 - beta2**self.count
+        sigma2 = self.lr * self.lr_ratio / self.batch_size
+        if self.fixed_point:
+            v = self.exp_avg_sq / correction2 + self.eps
+            half = 0.5 / sigma2
+            inverse_rate = np.sqrt(v * (1 / self.lr**2) + half**2) + half
+            w = w + (-1 / correction1) * (self.exp_avg / inverse_rate)
+        else:
+            ratio = self.lr**2 / sigma2
+            prior = self.s2post * math.exp(-ratio) + sigma2 * (1 - math.exp(-ratio))
+            self.s2post = 1 / (1 / prior + g * g)
+            w = w + (-1 / correction1) * self.exp_avg * self.s2post
+        self.undrifted = w
+        if self.weight_drift != 0:
+            drift = self.weight_drift if self.fixed_point else self.weight_drift_ratio * self.lr
+            w = w * (1 - drift)
+        return w
+
+
+def _adaptix_for(fixed_point, lr=1e-3, lr_sgd=1e-1, betas=(0.9, 0.999), eps=1e-8, weight_drift=5e-5, batch_size=1):
+    """The adaptix alias with the reference's hyperparameters (its names and defaults) mapped onto adaptix's.
+
+    ``eps`` is added to the summed-loss second moment there, to the mean-loss one here: ``eps / B^2``.
+    AdaBayes has no ``b2`` or ``eps`` (the reference's are unused). ``weight_drift`` becomes
+    ``weight_decay``, applied in adaptix's order (see :func:`_in_reference_order`).
+    """
+    if fixed_point:
+        return adaptix.adabayes_fp(lr, lr_sgd, betas[0], betas[1], eps / batch_size**2, weight_decay=weight_drift)
+    return adaptix.adabayes(lr, lr_sgd, betas[0], batch_size=batch_size, weight_decay=weight_drift)
+
+
+def _in_reference_order(fixed_point, lr=1e-3, lr_sgd=1e-1, betas=(0.9, 0.999), eps=1e-8, weight_drift=5e-5,
+                        batch_size=1):
+    """The same filter, with the decay applied as the reference does: ``(w - s m_hat)(1 - wd)``.
+
+    ``-(1 - wd) s m_hat - wd w``: the step is shrunk by ``1 - wd`` before the decay is added.
+    """
+    if fixed_point:
+        filt = adaptix.scale_by_posterior_variance_fp(lr, lr_sgd, betas[1], eps / batch_size**2)
+    else:
+        filt = adaptix.scale_by_posterior_variance(lr, lr_sgd, batch_size)
+    return adaptix.chain(adaptix.trace(betas[0], ema=True), adaptix.bias_correction(betas[0]), filt,
+                         adaptix.scale(1 - weight_drift), adaptix.add_decayed_weights(weight_drift),
+                         adaptix.scale(-1.0))
+
+
+def _problem(n=8, seed=0):
+    """A noisy quadratic's mean-loss gradient ``h (w - c) + noise_t``; curvatures from SGD-like to Adam-like."""
+    rng = np.random.default_rng(seed)
+    curvature, centre = np.geomspace(1e-3, 3.0, n), rng.standard_normal(n)
+    noise = rng.standard_normal((10_000, n)) * np.geomspace(1e-3, 0.5, n)
+    return lambda w, t: curvature * (w - centre) + noise[t]
+
+
+def _w0(n=8):
+    return np.linspace(-1.0, 1.5, n)
+
+
+def _trajectories(opt, reference, steps, seed=0):
+    """Both optimizers free-running on the problem, each gradient taken at its own parameters."""
+    grad = _problem(seed=seed)
+    w_ref = w = _w0()
+    w = jnp.asarray(w)
+    state, update = opt.init(w), jax.jit(opt.update)
+    ours, theirs = [], []
+    for t in range(steps):
+        u, state = update(jnp.asarray(grad(np.asarray(w), t)), state, w)
+        w = optax.apply_updates(w, u)
+        w_ref = reference.step(w_ref, grad(w_ref, t))
+        ours.append(np.asarray(w))
+        theirs.append(w_ref)
+    return np.stack(ours), np.stack(theirs)
+
+
+def _forced(opt, reference, steps, seed=0):
+    """adaptix's updates taken at the reference's parameters (and gradients), with the reference's steps."""
+    grad = _problem(seed=seed)
+    w = _w0()
+    state, update = opt.init(jnp.asarray(w)), jax.jit(opt.update)
+    rows = []
+    for t in range(steps):
+        g = grad(w, t)
+        u, state = update(jnp.asarray(g), state, jnp.asarray(w))
+        w_next = reference.step(w, g)
+        rows.append((w, np.asarray(u), reference.undrifted - w, w_next - w))
+        w = w_next
+    return rows
+
+
+_CASES = {  # the reference's names; weight_drift 0 here (the order of the decay is tested on its own)
+    "reference defaults": dict(weight_drift=0.0),
+    "B=32": dict(lr=1e-2, lr_sgd=0.05, betas=(0.8, 0.99), eps=1e-6, weight_drift=0.0, batch_size=32),
+    "B=128": dict(lr=3e-3, lr_sgd=0.2, weight_drift=0.0, batch_size=128),
+}
+STEPS = 400
+
+
+@pytest.mark.parametrize("fixed_point", [False, True], ids=["adabayes", "adabayes_fp"])
+@pytest.mark.parametrize("kwargs", _CASES.values(), ids=_CASES.keys())
+def test_matches_the_reference_code(x64, fixed_point, kwargs):
+    """Free-running trajectories (each gradient at its own parameters): agree to ~1e-15 absolute, ~1e-12 relative."""
+    ours, theirs = _trajectories(_adaptix_for(fixed_point, **kwargs),
+                                 ReferenceAdaBayes(fixed_point=fixed_point, **kwargs), STEPS)
+    for t, (a, b) in enumerate(zip(ours, theirs)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13, err_msg=f"step {t + 1}")
+
+
+_DRIFTS = {
+    "reference defaults (drift 5e-5)": {},
+    "B=32, drift 1e-3": dict(lr=1e-2, lr_sgd=0.05, betas=(0.8, 0.99), eps=1e-6, weight_drift=1e-3, batch_size=32),
+}
+
+
+@pytest.mark.parametrize("fixed_point", [False, True], ids=["adabayes", "adabayes_fp"])
+@pytest.mark.parametrize("kwargs", _DRIFTS.values(), ids=_DRIFTS.keys())
+def test_weight_decay_differs_from_the_reference_only_in_its_order(x64, fixed_point, kwargs):
+    """The reference shrinks the parameters after the step, ``(w - s m_hat)(1 - wd)``; adaptix adds ``-wd w``.
+
+    With the step shrunk first (:func:`_in_reference_order`) adaptix's chain is the reference; the alias's
+    update, at the reference's parameters, is the reference's undrifted step minus ``wd w`` (to rounding).
+    """
+    wd = kwargs.get("weight_drift", 5e-5)
+    ours, theirs = _trajectories(_in_reference_order(fixed_point, **kwargs),
+                                 ReferenceAdaBayes(fixed_point=fixed_point, **kwargs), STEPS)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-13)
+    rows = _forced(_adaptix_for(fixed_point, **kwargs), ReferenceAdaBayes(fixed_point=fixed_point, **kwargs), STEPS)
+    for t, (w, u, undrifted_step, step) in enumerate(rows):
+        np.testing.assert_allclose(u, undrifted_step - wd * w, rtol=1e-10, atol=1e-15, err_msg=f"step {t + 1}")
+        # ... which is the reference's step plus wd times the undrifted step: second order
+        np.testing.assert_allclose(u - step, wd * undrifted_step, rtol=1e-6, atol=1e-15, err_msg=f"step {t + 1}")
+
+
+def test_the_port_is_the_reference_at_its_first_step():
+    """One step by hand, in the reference's (summed-loss) units: the port's constants and update order."""
+    lr, lr_sgd, batch, g = 1e-2, 0.05, 4, np.array([0.5])
+    port = ReferenceAdaBayes(lr, lr_sgd, weight_drift=1e-3, batch_size=batch)
+    w1 = port.step(np.array([1.0]), g)
+    sigma2, g_sum = lr_sgd / batch, batch * g
+    prior = sigma2  # a prior variance at its stationary value is unchanged by the prior step
+    s2post = 1 / (1 / prior + g_sum**2)
+    np.testing.assert_allclose(port.s2post, s2post, rtol=1e-14)
+    np.testing.assert_allclose(w1, (1 - s2post * g_sum) * (1 - 1e-3), rtol=1e-14)  # m_hat = g_sum at step 1
+    fp = ReferenceAdaBayes(lr, lr_sgd, eps=0.0, weight_drift=0.0, batch_size=batch, fixed_point=True)
+    h = batch / (2 * lr_sgd)
+    np.testing.assert_allclose(fp.step(np.array([1.0]), g), 1 - g_sum / (h + np.sqrt(h * h + g_sum**2 / lr**2)),
+                               rtol=1e-14)
+
+
+def test_fixed_point_is_the_root_of_the_steady_state_quadratic(x64):
+    """AdaBayes-FP's scale is the positive root of  v s^2 + (eta^2 / alpha) s - eta^2 = 0  (closed form).
+
+    The steady state of the filter's recursion to first order in eta^2 / sigma^2, in mean-loss units (the
+    docstring's equation); the root is computed here as ``2 c / (b + sqrt(b^2 + 4 a c))``, there as the
+    reference code's ``1 / (1/(2 alpha) + sqrt(1/(4 alpha^2) + v / eta^2))``.
+    """
+    eta, alpha = 1e-2, 0.05
+    v = jnp.geomspace(1e-10, 1e4, 15)
+    fp = adaptix.scale_by_posterior_variance_fp(eta, alpha, decay=0.0, eps=0.0)  # decay 0: v_hat = g^2
+    s = np.asarray(fp.update(jnp.ones_like(v), fp.init(v), chain_input=jnp.sqrt(v))[0])
+    b = eta**2 / alpha
+    root = 2 * eta**2 / (b + np.sqrt(b * b + 4 * np.asarray(v) * eta**2))  # the + root, without cancellation
+    np.testing.assert_allclose(s, root, rtol=1e-13)
+    np.testing.assert_allclose(np.asarray(v) * s**2 + b * s - eta**2, 0.0, atol=1e-14 * eta**2)
+
+
 def _grads(steps, n=6, seed=0):
     rng = np.random.default_rng(seed)
     scales = np.geomspace(1e-3, 3.0, n)  # from SGD-like (tiny gradients) to Adam-like coordinates
     return [(rng.standard_normal(n) + 0.3) * scales for _ in range(steps)]
-
-
-def _numpy_adabayes(grads, eta, alpha, b1, batch, wd):
-    """Algorithm 1 of the paper: Kalman filter per parameter, steps -sigma2_post * m_hat (summed loss)."""
-    sigma2 = alpha / batch
-    d = math.exp(-(eta**2) / sigma2)
-    w = np.zeros_like(grads[0])
-    m = np.zeros_like(w)
-    s_post = np.full_like(w, sigma2)
-    steps = []
-    for t, g in enumerate(grads, start=1):
-        g_sum = batch * g
-        m = b1 * m + (1 - b1) * g_sum
-        m_hat = m / (1 - b1**t)
-        s_prior = d * s_post + sigma2 * (1 - d)
-        s_post = 1.0 / (1.0 / s_prior + g_sum**2)
-        delta = -s_post * m_hat - wd * w
-        w = w + delta
-        steps.append(delta)
-    return steps
-
-
-def _numpy_adabayes_fp(grads, eta, alpha, b1, b2, eps, batch, wd):
-    """The fixed point: the positive root of  v s^2 + (eta^2 / sigma^2) s - eta^2 = 0  (summed loss)."""
-    sigma2 = alpha / batch
-    w = np.zeros_like(grads[0])
-    m = np.zeros_like(w)
-    v = np.zeros_like(w)
-    steps = []
-    for t, g in enumerate(grads, start=1):
-        g_sum = batch * g
-        m = b1 * m + (1 - b1) * g_sum
-        v = b2 * v + (1 - b2) * g_sum**2
-        m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t) + batch**2 * eps
-        a, b, c = v_hat, eta**2 / sigma2, -(eta**2)
-        s = (-b + np.sqrt(b * b - 4 * a * c)) / (2 * a)
-        delta = -s * m_hat - wd * w
-        w = w + delta
-        steps.append(delta)
-    return steps
 
 
 def _run(opt, grads):
@@ -75,26 +247,6 @@ def _run(opt, grads):
         w = optax.apply_updates(w, u)
         out.append(np.asarray(u))
     return out
-
-
-@pytest.mark.parametrize("batch, wd", [(1, 0.0), (32, 1e-3)])
-def test_adabayes_matches_the_filter_equations(x64, batch, wd):
-    grads = _grads(40)
-    eta, alpha, b1 = 1e-2, 0.05, 0.9
-    got = _run(adaptix.adabayes(eta, alpha, b1, batch_size=batch, weight_decay=wd), grads)
-    ref = _numpy_adabayes(grads, eta, alpha, b1, batch, wd)
-    for t, (a, b) in enumerate(zip(got, ref)):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-15, err_msg=f"step {t + 1}")
-
-
-@pytest.mark.parametrize("batch, wd", [(1, 0.0), (32, 1e-3)])
-def test_adabayes_fp_matches_the_fixed_point_equation(x64, batch, wd):
-    grads = _grads(40, seed=1)
-    eta, alpha, b1, b2, eps = 1e-2, 0.05, 0.9, 0.99, 1e-12
-    got = _run(adaptix.adabayes_fp(eta, alpha, b1, b2, eps, weight_decay=wd), grads)
-    ref = _numpy_adabayes_fp(grads, eta, alpha, b1, b2, eps, batch, wd)
-    for t, (a, b) in enumerate(zip(got, ref)):
-        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-15, err_msg=f"step {t + 1}")
 
 
 def test_filter_settles_at_the_fixed_point(x64):
