@@ -1,13 +1,17 @@
-"""Batch-size scaling rules: the mapping itself, and a check on a real problem.
+"""Batch-size scaling rules: the mapping itself, and checks of it in training.
 
-The check trains multiclass logistic regression with Adam at batch B and at
-batch 4B (MNIST from the shared data when present, else scikit-learn's bundled
-digits), and compares the evaluation loss at matched numbers of samples seen:
-under the square-root rule the curves line up, under the linear rule they do not.
+One check runs every optimizer and option the square-root rule accepts on a
+noise-dominated quadratic (the regime the rule is derived for) at batch B and
+4B, with the same per-sample noise; the other trains multiclass logistic
+regression with Adam (MNIST from the shared data when present, else
+scikit-learn's bundled digits). Both compare the loss at matched numbers of
+samples seen: under the square-root rule the curves line up, under the linear
+rule they do not.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -100,6 +104,62 @@ def test_other_errors():
         adaptix.sqrt_scaling([("b2", 0.9)], 2)
 
 
+def test_eps_inside_the_root_scales_like_the_second_moment():
+    """v ~ Var(g) ~ 1/B: what is added to v (eps with eps_in_sqrt, eps_root, initial_scale) is divided by kappa,
+    what is added to sqrt(v) by sqrt(kappa)."""
+    inside = adaptix.sqrt_scaling({"decay": 0.99, "eps": 1e-8, "eps_in_sqrt": True, "initial_scale": 1.0}, 4)
+    assert inside == pytest.approx({"decay": 0.96, "eps": 2.5e-9, "eps_in_sqrt": True, "initial_scale": 0.25})
+    outside = adaptix.sqrt_scaling({"decay": 0.99, "eps": 1e-8, "eps_in_sqrt": False}, 4)
+    assert outside["eps"] == pytest.approx(5e-9)
+    # absent: the optimizer's default, from its keys: rmsprop's `decay` (adaptix and Optax: inside the root),
+    # Adam's b1/b2 and PyTorch's RMSprop (`alpha`) add eps to sqrt(v)
+    assert adaptix.sqrt_scaling({"decay": 0.99, "eps": 1e-8}, 4)["eps"] == pytest.approx(2.5e-9)
+    assert adaptix.sqrt_scaling({"b2": 0.99, "eps": 1e-8}, 4)["eps"] == pytest.approx(5e-9)
+    assert adaptix.sqrt_scaling({"lr": 1e-3, "alpha": 0.99, "eps": 1e-8}, 4)["eps"] == pytest.approx(5e-9)
+    # a primitive whose signature has no eps_in_sqrt: say it to the rule
+    assert adaptix.sqrt_scaling({"decay": 0.99, "eps": 1e-8}, 4, eps_in_sqrt=False)["eps"] == pytest.approx(5e-9)
+    assert adaptix.sqrt_scaling({"b2": 0.99, "eps": 1e-8}, 4, eps_in_sqrt=True)["eps"] == pytest.approx(2.5e-9)
+    with pytest.raises(ValueError, match=r"eps_in_sqrt=False contradicts the hyperparameters' eps_in_sqrt=True"):
+        adaptix.sqrt_scaling({"eps": 1e-8, "eps_in_sqrt": True}, 4, eps_in_sqrt=False)
+    with pytest.raises(TypeError, match=r"eps_in_sqrt must be True or False, got 1"):
+        adaptix.sqrt_scaling({"eps": 1e-8, "eps_in_sqrt": 1}, 4)
+    # the linear rule (SGD) has no eps to move
+    assert adaptix.linear_scaling({"decay": 0.99, "eps": 1e-8}, 4) == {"decay": 0.99, "eps": 1e-8}
+
+
+def test_heavy_ball_momentum_is_an_ema_of_the_steps():
+    """t = mu t + eta u is an EMA of u (decay mu) times eta / (1 - mu): 1 - mu x kappa, eta / (1 - mu) x sqrt(kappa),
+    so eta x kappa^1.5 (the old map, 1 - mu x kappa with eta x sqrt(kappa), shrank the step as kappa^-1/2)."""
+    hp = adaptix.sqrt_scaling({"learning_rate": 1e-4, "decay": 0.99, "momentum": 0.9, "nesterov": True}, 4)
+    assert hp == pytest.approx({"learning_rate": 8e-4, "decay": 0.96, "momentum": 0.6, "nesterov": True})
+    assert hp["learning_rate"] / (1 - hp["momentum"]) == pytest.approx(2 * 1e-4 / (1 - 0.9))
+    adaptix.rmsprop(**hp)
+    # no momentum (None or 0): the plain rule
+    for off in (None, 0.0, 0):
+        plain = adaptix.sqrt_scaling({"learning_rate": 1e-4, "momentum": off}, 4)
+        assert plain["learning_rate"] == pytest.approx(2e-4) and plain["momentum"] == off
+    sched = optax.linear_schedule(1.0, 0.0, 100)
+    scaled = adaptix.sqrt_scaling({"learning_rate": sched, "momentum": 0.9}, 4)["learning_rate"]
+    assert float(scaled(5)) == pytest.approx(8.0 * float(sched(20)))
+    with pytest.raises(ValueError, match=r"kappa \* \(1 - momentum\) = 4 \* 0.5 = 2 >= 1.*"
+                                         r"kappa < 1 / \(1 - momentum\) = 2"):
+        adaptix.sqrt_scaling({"learning_rate": 1e-3, "momentum": 0.5}, 4)
+    with pytest.raises(ValueError, match=r"momentum must be finite and in \[0, 1\), got 1.0"):
+        adaptix.sqrt_scaling({"learning_rate": 1e-3, "momentum": 1.0}, 2)
+    with pytest.raises(TypeError, match=r"momentum must be a real number in \[0, 1\), got '0.9'"):
+        adaptix.sqrt_scaling({"momentum": "0.9"}, 2)
+    # the linear rule (Goyal et al.) keeps it
+    assert adaptix.linear_scaling({"learning_rate": 0.1, "momentum": 0.9}, 4) == pytest.approx(
+        {"learning_rate": 0.4, "momentum": 0.9})
+
+
+def test_adagrad_is_refused_by_the_square_root_rule():
+    with pytest.raises(ValueError, match=r"initial_accumulator_value is AdaGrad's.*not an EMA.*does not cover it"):
+        adaptix.sqrt_scaling({"learning_rate": 0.1, "initial_accumulator_value": 0.1, "eps": 1e-7}, 4)
+    assert adaptix.linear_scaling({"learning_rate": 0.1, "initial_accumulator_value": 0.1}, 4) == pytest.approx(
+        {"learning_rate": 0.4, "initial_accumulator_value": 0.1})
+
+
 # --------------------------------------------------------------------------------------------
 # The check on a real problem
 # --------------------------------------------------------------------------------------------
@@ -186,3 +246,65 @@ def test_decoupled_weight_decay_per_sample_is_kept(rule, kappa):
         # 1 - (1 - eta lam)^k vs k eta lam, seen through float32 rounding of 1 - p (~1e-3 here);
         # keeping lambda unchanged would be off by a factor sqrt(kappa)
         assert new == pytest.approx(old, rel=5e-3)
+
+
+# --------------------------------------------------------------------------------------------
+# The check on a noise-dominated quadratic, for every optimizer and option the square-root rule accepts
+# --------------------------------------------------------------------------------------------
+
+DIM, SAMPLES, CHECKPOINTS, SIGMA, KAPPA = 512, 2048, 16, 10.0, 4
+# The noise variance per sample is SIGMA**2 = 100, so v ~ 100 / batch: eps = 100 inside the root, 3 outside it and
+# initial_scale = 3000 all matter. Measured gaps (mean |log loss ratio|) under the rules before the fix: 0.088 with
+# eps / sqrt(kappa) inside the root, 0.067 with initial_scale unchanged, 0.52 with 1 - momentum x kappa and
+# lr x sqrt(kappa), 0.091 keeping momentum 0.98 and lr x sqrt(kappa); eps / kappa outside the root: 0.055.
+QUADRATIC_CASES = {
+    "adam": (adaptix.adam, {"learning_rate": 3e-3, "b1": 0.9, "b2": 0.99, "eps": 1e-8}),
+    "rmsprop-eps-outside": (adaptix.rmsprop, {"learning_rate": 3e-3, "decay": 0.99, "eps": 3.0, "eps_in_sqrt": False}),
+    "rmsprop-eps-in-sqrt-centered": (adaptix.rmsprop, {"learning_rate": 3e-3, "decay": 0.99, "eps": 100.0,
+                                                       "eps_in_sqrt": True, "centered": True}),
+    "rmsprop-initial-scale": (adaptix.rmsprop, {"learning_rate": 3e-3, "decay": 0.99, "eps": 1e-8,
+                                                "initial_scale": 3000.0}),
+    "rmsprop-momentum": (adaptix.rmsprop, {"learning_rate": 6e-5, "decay": 0.99, "eps": 1e-8, "momentum": 0.98}),
+    "rmsprop-nesterov": (adaptix.rmsprop, {"learning_rate": 3e-4, "decay": 0.99, "eps": 1e-8, "momentum": 0.9,
+                                           "nesterov": True}),
+}
+
+
+@functools.cache
+def _per_sample_noise():
+    return jax.random.normal(jax.random.PRNGKey(0), (SAMPLES, DIM))
+
+
+def _quadratic_curve(opt, batch):
+    """Loss mean(x**2) / 2 after every SAMPLES / CHECKPOINTS samples; a minibatch's gradient is x plus the mean of
+    its samples' noise (variance SIGMA**2 / batch), the same samples at every batch size. Starts at x = 1."""
+
+    @jax.jit
+    def run(noise):
+        def step(carry, n):
+            x, s = carry
+            u, s = opt.update(x + SIGMA * n.mean(0), s, x)
+            return (x + u, s), None
+
+        def chunk(carry, n):
+            carry, _ = jax.lax.scan(step, carry, n)
+            return carry, 0.5 * jnp.mean(carry[0] ** 2)
+
+        x0 = jnp.ones(DIM)
+        return jax.lax.scan(chunk, (x0, opt.init(x0)), noise.reshape(CHECKPOINTS, -1, batch, DIM))[1]
+
+    return np.asarray(run(_per_sample_noise()))
+
+
+@pytest.mark.parametrize("case", list(QUADRATIC_CASES))
+def test_sqrt_rule_lines_up_noise_dominated_curves_per_sample(case):
+    make, base = QUADRATIC_CASES[case]
+    ref = _quadratic_curve(make(**base), 1)
+    sqrt = _quadratic_curve(make(**adaptix.sqrt_scaling(base, KAPPA)), KAPPA)
+    linear = _quadratic_curve(make(**adaptix.linear_scaling(base, KAPPA)), KAPPA)
+    gap_sqrt = float(np.mean(np.abs(np.log(sqrt / ref))))
+    gap_linear = float(np.mean(np.abs(np.log(linear / ref))))
+    print(f"{case}: mean |log loss ratio| at matched samples: sqrt rule {gap_sqrt:.3f}, linear rule {gap_linear:.3f}")
+    assert ref[-1] < 0.5 * ref[0]  # it trained
+    assert gap_sqrt < 0.04
+    assert gap_linear > 5 * gap_sqrt
