@@ -154,22 +154,31 @@ def _offline() -> bool:
     return os.environ.get("ADAPTIX_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _download(url: str, dest: Path, sha256: str, timeout: float = 60.0) -> None:
-    """Download ``url`` to a temporary file next to ``dest``, check its SHA-256, then move it to ``dest``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+#: Seconds to wait for a mirror to answer (and between bytes): offline, each mirror fails within this.
+DOWNLOAD_TIMEOUT = 10.0
+
+
+def _download(url: str, dest: Path, sha256: str, timeout: float = DOWNLOAD_TIMEOUT) -> None:
+    """Download ``url`` to a temporary file next to ``dest``, check its SHA-256, then move it to ``dest``.
+
+    ``dest``'s folder is created only once the mirror has answered, so a failed download leaves
+    no empty folders behind.
+    """
     digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            while chunk := response.read(1 << 20):
-                digest.update(chunk)
-                out.write(chunk)
-        if digest.hexdigest() != sha256:
-            raise OSError(f"sha256 mismatch for {url}: got {digest.hexdigest()}, expected {sha256}")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := response.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+            if digest.hexdigest() != sha256:
+                raise OSError(f"sha256 mismatch for {url}: got {digest.hexdigest()}, expected {sha256}")
+            os.replace(tmp, dest)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def fetch(name: str, data_dir: PathLike | None = None) -> Path:
@@ -198,7 +207,7 @@ def fetch(name: str, data_dir: PathLike | None = None) -> Path:
                 _download(mirror + filename, root / rel, SHA256[rel])
                 break
             except OSError as e:  # URLError, HTTPError, timeouts and hash mismatches are all OSErrors
-                errors.append(f"{mirror + filename}: {e}")
+                errors.append(str(getattr(e, "reason", None) or e))
         else:
             break
     still_missing = [rel for rel in missing if not (root / rel).is_file()]
@@ -207,8 +216,11 @@ def fetch(name: str, data_dir: PathLike | None = None) -> Path:
         for rel in still_missing:
             urls = " or ".join(m + rel.split("/")[-1] for m in MIRRORS[name])
             lines.append(f"  {root / rel}\n    sha256 {SHA256[rel]}\n    from {urls}")
+        reasons = "; ".join(dict.fromkeys(errors))  # each distinct reason once, in order
+        hint = "" if _offline() else "; set ADAPTIX_OFFLINE=1 to skip trying"
         raise FileNotFoundError(
-            f"{name}: could not download ({'; '.join(errors)}). Put these files at:\n" + "\n".join(lines)
+            f"{name}: could not download ({reasons}{hint}). Put these files at:\n"
+            + "\n".join(lines)
         )
     return root / name
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable
 
 import jax.numpy as jnp
@@ -51,6 +52,11 @@ ALIASES = (
 )
 
 
+def optimizer_names() -> tuple[str, ...]:
+    """Every name the command line knows, sorted: the adaptix aliases and the special names."""
+    return tuple(sorted((*ALIASES, *SPECIAL_OPTIMIZERS)))
+
+
 def optimizer_factory(name: str) -> Callable[[optax.ScalarOrSchedule], optax.GradientTransformation]:
     """``learning_rate -> transformation`` for an alias name, a special name, or ``module:function``."""
     if name in SPECIAL_OPTIMIZERS:
@@ -64,16 +70,45 @@ def optimizer_factory(name: str) -> Callable[[optax.ScalarOrSchedule], optax.Gra
             factory = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as err:
             raise ValueError(f"cannot import the optimizer factory {name!r}: {err}") from err
+        if not callable(factory):
+            raise ValueError(f"the optimizer factory {name!r} is not callable (a {type(factory).__name__})")
         return lambda lr: factory(learning_rate=lr)
-    known = ", ".join(sorted((*ALIASES, *SPECIAL_OPTIMIZERS)))
-    raise ValueError(f"unknown optimizer {name!r}; use one of {known}, or module:function")
+    raise ValueError(f"unknown optimizer {name!r}; use one of {', '.join(optimizer_names())}, or module:function")
+
+
+def parse_learning_rate(item: str, text: str) -> float:
+    """The step size after the ``@`` of ``item``: a finite positive number, else a ``ValueError`` that says so."""
+    if not text.strip():
+        raise ValueError(f"nothing after '@' in {item!r}: give a step size (adam@1e-3) or drop the '@' to use the "
+                         "experiment's")
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"the step size in {item!r} must be a number in (0, inf), got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"the step size in {item!r} must be a number in (0, inf), got {text!r}")
+    return value
 
 
 def parse_optimizers(spec: str) -> list[tuple[str, float | None]]:
-    """``"adam,adagrad@0.01,mymod:make"`` -> ``[("adam", None), ("adagrad", 0.01), ("mymod:make", None)]``."""
+    """``"adam,adagrad@0.01,mymod:make"`` -> ``[("adam", None), ("adagrad", 0.01), ("mymod:make", None)]``.
+
+    Every name is resolved (an unknown one, or a factory that does not import, is a ``ValueError``
+    here, before anything runs); every ``@`` rate must be a finite positive number.
+
+    Example:
+      >>> parse_optimizers("adam, sgd-nesterov@0.05")
+      [('adam', None), ('sgd-nesterov', 0.05)]
+      >>> parse_optimizers("adam@0")
+      Traceback (most recent call last):
+      ...
+      ValueError: the step size in 'adam@0' must be a number in (0, inf), got '0'
+    """
     out = []
     for item in filter(None, (s.strip() for s in spec.split(","))):
-        name, _, lr = item.partition("@")
-        optimizer_factory(name)  # fail early on a bad name
-        out.append((name, float(lr) if lr else None))
+        name, at, lr = item.partition("@")
+        optimizer_factory(name.strip())  # fail early on a bad name
+        out.append((name.strip(), parse_learning_rate(item, lr) if at else None))
+    if not out:
+        raise ValueError(f"no optimizer named in {spec!r}; give a comma-separated list such as adam,sgd-nesterov@0.05")
     return out

@@ -16,7 +16,7 @@ from adaptix.experiments import data as datasets
 from adaptix.experiments import toys, vae_bias_correction
 from adaptix.experiments.data import Data, Split
 from adaptix.experiments.models import CNN, MLP, LogisticRegression
-from adaptix.experiments.options import RunOptions
+from adaptix.experiments.options import FLAGS, RunOptions, given
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,8 @@ class Experiment:
     default_learning_rate: float = 1e-3
     uses_data: tuple[str, ...] = field(default=())
     runner: Callable[[Experiment, RunOptions], dict] | None = None  # -> results; see run.run_experiment
+    # the RunOptions fields a runner reads (None: all of them); giving any other is an error
+    accepts: tuple[str, ...] | None = None
     summarize: Callable[[dict], str] | None = None  # results -> the table printed at the end
 
     def learning_rate(self, optimizer: str) -> float:
@@ -174,6 +176,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             epochs=3,
             uses_data=("mnist",),
             runner=vae_bias_correction.run_experiment,
+            accepts=("data_dir", "seed", "quick", "epochs", "loss_every"),
             summarize=vae_bias_correction.summary,
         ),
         Experiment(
@@ -184,6 +187,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             optimizers=toys.OPTIMIZERS,
             epochs=toys.STEPS,
             runner=toys.run_experiment,
+            accepts=("optimizers", "seed", "quick", "epochs", "tune"),
             summarize=toys.summary,
         ),
         Experiment(
@@ -209,6 +213,16 @@ def get(name: str) -> Experiment:
         return EXPERIMENTS[name]
     except KeyError:
         raise ValueError(f"unknown experiment {name!r}; one of: {', '.join(EXPERIMENTS)}") from None
+
+
+def check_accepts(experiment: Experiment, options: RunOptions) -> None:
+    """A ``ValueError`` naming the first option given that ``experiment``'s own runner does not read."""
+    if experiment.accepts is None:
+        return
+    for name in given(options):
+        if name not in experiment.accepts:
+            takes = ", ".join(FLAGS[a] for a in experiment.accepts)
+            raise ValueError(f"{FLAGS[name]} does not apply to {experiment.name} (it takes {takes}, --out)")
 
 
 def describe() -> str:

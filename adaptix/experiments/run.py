@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import signal
-import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -18,8 +15,10 @@ from tqdm.auto import tqdm
 from adaptix import __version__ as adaptix_version
 from adaptix.experiments import registry, sweep
 from adaptix.experiments.checkpoints import EpochCheckpoints, RunProgress
+from adaptix.experiments.figures import fitted_title, readable_log_axis, whole_number_ticks
+from adaptix.experiments.interrupts import RunInterrupted, signal_of, sigterm_interrupts
 from adaptix.experiments.optimizers import optimizer_factory
-from adaptix.experiments.options import RunOptions
+from adaptix.experiments.options import RunOptions, check_options, remove_created, writable_directory
 from adaptix.experiments.results import finite_or_inf, format_table, mean_score, mean_sd, save, seed_record
 from adaptix.experiments.train import History, classification_cost, train
 
@@ -205,27 +204,6 @@ def _train_optimizer(experiment, data, name: str, lr: float | None, options: Run
     return record
 
 
-class RunInterrupted(Exception):
-    """The run was stopped by SIGINT/SIGTERM; what finished is saved; ``str()`` says how to resume."""
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts():
-    """SIGTERM (a scheduler's stop, ``kill``) raises ``KeyboardInterrupt`` as Ctrl-C does, in the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _write_run_json(experiment: registry.Experiment, options: RunOptions) -> None:
     """``out/run.json``: the experiment and the options it was started with, what ``--resume`` reads back."""
     stored = {k: v for k, v in asdict(options).items() if k not in ("out", "progress", "resume")}
@@ -235,13 +213,22 @@ def _write_run_json(experiment: registry.Experiment, options: RunOptions) -> Non
                                                       "options": stored}, indent=1) + "\n")
 
 
-def resumed_options(name: str, directory: Path, *, progress: bool | None = None,
-                    checkpoint_every: int | None = None) -> RunOptions:
-    """The options of the interrupted run of experiment ``name`` in ``directory`` (its ``run.json``)."""
+def experiment_of(directory: Path) -> str:
+    """The name of the experiment whose run ``directory`` holds (from its ``run.json``)."""
+    return _started(directory)["experiment"]
+
+
+def _started(directory: Path) -> dict:
     path = Path(directory) / "run.json"
     if not path.is_file():
         raise FileNotFoundError(f"--resume: {directory} holds no run.json (not a run of adaptix-experiments)")
-    started = json.loads(path.read_text())
+    return json.loads(path.read_text())
+
+
+def resumed_options(name: str, directory: Path, *, progress: bool | None = None,
+                    checkpoint_every: int | None = None) -> RunOptions:
+    """The options of the interrupted run of experiment ``name`` in ``directory`` (its ``run.json``)."""
+    started = _started(directory)
     if started["experiment"] != registry.get(name).name:
         raise ValueError(f"--resume: {directory} holds a run of {started['experiment']}, not of {name}")
     results = Path(directory) / "results.json"
@@ -293,7 +280,9 @@ def run_experiment(
     file of a long run small; the plot is drawn from the full curve. The returned dict always holds
     every iteration. An experiment with its own ``runner`` gets these options as a :class:`RunOptions`.
 
-    Nothing finished is lost: ``out/run.json`` records the options first, ``results.json`` and
+    Every option is checked and ``out`` created and proven writable before any work (a
+    ``ValueError`` names the option). Nothing finished is lost: once the data is loaded
+    ``out/run.json`` records the options, ``results.json`` and
     the figure are rewritten after each optimizer, and SIGINT or SIGTERM stops the run with
     :class:`RunInterrupted` once what finished is saved. ``checkpoint_every=k`` also saves every
     training's state every ``k`` epochs (Orbax, in ``out/checkpoints``, removed when the run is
@@ -305,21 +294,21 @@ def run_experiment(
     if resume is not None:
         options = resumed_options(name, resume, progress=progress, checkpoint_every=checkpoint_every)
     else:
-        if loss_every < 1:
-            raise ValueError(f"loss_every must be a positive integer, got {loss_every}")
-        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-            raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
         options = RunOptions(optimizers=optimizers, epochs=epochs, data_dir=data_dir, out=out, seed=seed,
                              seeds=seeds, quick=quick, tune=tune, tune_epochs=tune_epochs, progress=progress,
                              loss_every=loss_every, grid=grid, grid_relative=grid_relative, sequential=sequential,
                              checkpoint_every=checkpoint_every)
     experiment = registry.get(name)
-    if experiment.runner is not None and (options.resume is not None or options.checkpoint_every is not None):
-        raise ValueError(f"--resume and --checkpoint-every apply to the comparison experiments; {experiment.name} "
-                         "runs its own loop")
+    check_options(options)
+    registry.check_accepts(experiment, options)
+    created = writable_directory("--out", options.out)  # before any work: a run never finds out at its end
     runner = experiment.runner if experiment.runner is not None else _compare
-    with _sigterm_interrupts():
-        return runner(experiment, options)
+    try:
+        with sigterm_interrupts():
+            return runner(experiment, options)
+    except (ValueError, FileNotFoundError):  # missing data, say: leave no empty output directory behind
+        remove_created(options.out, created)
+        raise
 
 
 def _compare(experiment: registry.Experiment, options: RunOptions) -> dict:
@@ -331,12 +320,12 @@ def _compare(experiment: registry.Experiment, options: RunOptions) -> dict:
     epochs = options.epochs if options.epochs is not None else (experiment.quick_epochs if quick else experiment.epochs)
     tune_epochs = options.tune_epochs or epochs
     progress = RunProgress(options.out, options.checkpoint_every)
-    if options.resume is None:
-        progress.clear()  # a fresh run never continues what an older run left in the same directory
-        _write_run_json(experiment, options)
     t0 = time.perf_counter()
     data = experiment.load(options.data_dir, quick)
     load_seconds = time.perf_counter() - t0
+    if options.resume is None:
+        progress.clear()  # a fresh run never continues what an older run left in the same directory
+        _write_run_json(experiment, options)
     runs = []
 
     def results(complete: bool) -> dict:
@@ -349,14 +338,14 @@ def _compare(experiment: registry.Experiment, options: RunOptions) -> dict:
                                          key=f"optimizer{i}"))
             if len(runs) < len(optimizers):
                 save(results(complete=False), options.out, plot, loss_every=options.loss_every)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if runs:
             save(results(complete=False), options.out, plot, loss_every=options.loss_every)
         kept = f" (and every training's last checkpoint, every {options.checkpoint_every} epochs)" \
             if options.checkpoint_every else ""
         raise RunInterrupted(f"stopped after {len(runs)} of {len(optimizers)} optimizers; what finished is saved in "
                              f"{options.out}{kept}; continue with: adaptix-experiments run {experiment.name} "
-                             f"--resume {options.out}") from None
+                             f"--resume {options.out}", signal_of(stop)) from None
     saved = save(results(complete=True), options.out, plot, loss_every=options.loss_every)
     progress.clear()
     return saved
@@ -474,6 +463,7 @@ def plot(results: dict, path: Path) -> None:
         _draw(ax, (np.arange(len(y)) + window) * every, y, band, label=f"{r['optimizer']} (lr {r['learning_rate']:g})",
               lw=1.4)
     ax.set_yscale("log")
+    readable_log_axis(ax)
     ax.set_xlabel("iterations")
     ax.set_ylabel("training cost (minibatch, smoothed)")
     ax.grid(alpha=0.3, which="both")
@@ -487,13 +477,15 @@ def plot(results: dict, path: Path) -> None:
             _draw(ax2, np.arange(1, len(cost) + 1), cost, band, marker="." if len(cost) < 60 else None, lw=1.4,
                   label=f"{r['optimizer']}: final {final}, test acc {acc}")
         ax2.set_yscale("log")
+        readable_log_axis(ax2)
+        whole_number_ticks(ax2)
         ax2.set_xlabel("iterations over the entire training set (epochs)")
         ax2.set_ylabel("training cost (whole training set)")
         ax2.grid(alpha=0.3, which="both")
         ax2.legend(fontsize=8)
     seeds = results.get("seeds") or []
     spread = f"\nmean over seeds {seeds[0]}-{seeds[-1]}, bands: ±1 s.d. across seeds" if len(seeds) > 1 else ""
-    fig.suptitle(f"{results['experiment']}: {results['description']}{spread}", fontsize=8)
+    fitted_title(fig, f"{results['experiment']}: {results['description']}{spread}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

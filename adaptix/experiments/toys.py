@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from adaptix.experiments import landscapes
+from adaptix.experiments.figures import readable_log_axis, whole_number_ticks
+from adaptix.experiments.interrupts import RunInterrupted, signal_of
 from adaptix.experiments.optimizers import optimizer_factory
 from adaptix.experiments.options import RunOptions
 from adaptix.experiments.results import format_table, save
@@ -73,51 +75,69 @@ def _trajectories(factory: Callable, problem: landscapes.Problem, rates: tuple[f
 
 def run(*, optimizers: list[tuple[str, float | None]] | None = None, out: Path = Path("runs/toys"), seed: int = 0,
         quick: bool = False, steps: int | None = None, progress: bool | None = None) -> dict:
-    """Runs every optimizer on every landscape; writes ``results.json`` and ``toys.png`` to ``out``."""
+    """Runs every optimizer on every landscape; writes ``results.json`` and ``toys.png`` to ``out``.
+
+    Both are rewritten after each landscape (``complete`` false until the last), so an
+    interrupted run (SIGINT, or SIGTERM under :func:`~adaptix.experiments.interrupts.sigterm_interrupts`)
+    keeps the landscapes it finished and raises :class:`~adaptix.experiments.interrupts.RunInterrupted`.
+    """
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
     optimizers = optimizers or [(name, None) for name in OPTIMIZERS]
-    steps = steps or (QUICK_STEPS if quick else STEPS)
+    steps = steps if steps is not None else (QUICK_STEPS if quick else STEPS)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"--epochs (the number of steps of toys) must be a positive integer, got {steps!r}")
     grid = QUICK_GRID if quick else GRID
     probs = problems()
     results = {"experiment": "toys", "description": DESCRIPTION, "claim": CLAIM, "seed": seed, "quick": quick,
-               "steps": steps, "grid": list(grid), "landscapes": []}
+               "steps": steps, "grid": list(grid), "landscapes": [], "complete": False}
     disable = None if progress is None else not progress
-    with tqdm(total=len(probs) * len(optimizers), desc="toys", disable=disable, leave=False) as bar:
-        for problem in probs:
-            entry = {"name": problem.name, "x0": problem.x0.tolist(),
-                     "minimum": None if problem.minimum is None else problem.minimum.tolist(),
-                     "noise": problem.noise if not isinstance(problem.noise, np.ndarray) else problem.noise.tolist(),
-                     "runs": []}
-            for name, lr in optimizers:
-                start = time.perf_counter()
-                factory = optimizer_factory(name)
-                rates = (lr,) if lr is not None else grid
-                xs = _trajectories(factory, problem, rates, steps, seed)
-                losses = [np.asarray(landscapes.losses(problem, x), np.float64) for x in xs]
-                scores = [score(problem, loss) for loss in losses]
-                best = int(np.argmin(scores))
-                entry["runs"].append({
-                    "optimizer": name,
-                    "learning_rate": rates[best],
-                    "grid": None if lr is not None else {f"{r:g}": s for r, s in zip(rates, scores)},
-                    "final_loss": float(losses[best][-1]),
-                    "loss": losses[best].tolist(),
-                    "trajectory": xs[best].tolist(),
-                    "seconds": time.perf_counter() - start,
-                })
-                bar.update()
-            results["landscapes"].append(entry)
-    results["wall_seconds"] = time.perf_counter() - t0
-    return save(results, out, plot)
+    try:
+        with tqdm(total=len(probs) * len(optimizers), desc="toys", disable=disable, leave=False) as bar:
+            for i, problem in enumerate(probs):
+                results["landscapes"].append(_landscape(problem, optimizers, grid, steps, seed, bar))
+                results["wall_seconds"] = time.perf_counter() - t0
+                results["complete"] = i + 1 == len(probs)
+                save(results, out, plot)
+    except KeyboardInterrupt as stop:
+        if results["landscapes"]:
+            save(results, out, plot)
+        raise RunInterrupted(f"toys stopped after {len(results['landscapes'])} of {len(probs)} landscapes; those "
+                             f"are saved in {out}; run it again to redo the rest", signal_of(stop)) from None
+    return results
+
+
+def _landscape(problem: landscapes.Problem, optimizers, grid, steps: int, seed: int, bar) -> dict:
+    """One landscape's record: every optimizer's best trajectory (its step size tuned over ``grid`` unless given)."""
+    entry = {"name": problem.name, "x0": problem.x0.tolist(),
+             "minimum": None if problem.minimum is None else problem.minimum.tolist(),
+             "noise": problem.noise if not isinstance(problem.noise, np.ndarray) else problem.noise.tolist(),
+             "runs": []}
+    for name, lr in optimizers:
+        start = time.perf_counter()
+        factory = optimizer_factory(name)
+        rates = (lr,) if lr is not None else grid
+        xs = _trajectories(factory, problem, rates, steps, seed)
+        losses = [np.asarray(landscapes.losses(problem, x), np.float64) for x in xs]
+        scores = [score(problem, loss) for loss in losses]
+        best = int(np.argmin(scores))
+        entry["runs"].append({
+            "optimizer": name,
+            "learning_rate": rates[best],
+            "grid": None if lr is not None else {f"{r:g}": s for r, s in zip(rates, scores)},
+            "final_loss": float(losses[best][-1]),
+            "loss": losses[best].tolist(),
+            "trajectory": xs[best].tolist(),
+            "seconds": time.perf_counter() - start,
+        })
+        bar.update()
+    return entry
 
 
 def run_experiment(experiment, options: RunOptions) -> dict:
     """The command line's entry point; ``--epochs`` is the number of steps here (always tuned; no data)."""
     del experiment
-    if options.grid:
-        raise ValueError("toys picks each step size from its own grid; give one with --optimizers adam@0.05")
     return run(optimizers=options.optimizers, out=options.out, seed=options.seed, quick=options.quick,
                steps=options.epochs, progress=options.progress)
 
@@ -161,7 +181,7 @@ def plot(results: dict, path: Path) -> None:
             if problem.minimum is not None:
                 y = np.maximum(loss - floor, 1e-12)
                 lax.set_yscale("log")
-                lax.set_ylabel("loss − minimum" if col == 0 else None)
+                lax.set_ylabel("loss − minimum")
             else:
                 y = np.maximum(loss, -10.0)
                 lax.set_ylabel("loss (clipped at −10)")
@@ -173,6 +193,12 @@ def plot(results: dict, path: Path) -> None:
         ax.set_xlim(x_lo, x_hi)
         ax.set_ylim(y_lo, y_hi)
         ax.set_title(entry["name"], fontsize=9)
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+        lax.set_title(f"{entry['name']}: loss", fontsize=9)
+        if problem.minimum is not None:
+            readable_log_axis(lax)
+        whole_number_ticks(lax)
         lax.set_xlabel("step")
         lax.grid(alpha=0.3, which="both")
         lax.legend(fontsize=6.5)

@@ -47,6 +47,8 @@ from tqdm.auto import tqdm
 
 import adaptix
 from adaptix.experiments import data as datasets
+from adaptix.experiments.figures import fitted_title, readable_log_axis
+from adaptix.experiments.interrupts import RunInterrupted, signal_of
 from adaptix.experiments.models import VAE
 from adaptix.experiments.optimizers import adam_without_bias_correction
 from adaptix.experiments.options import RunOptions
@@ -225,24 +227,6 @@ def run(*, data_dir: Path | None = None, out: Path = Path("runs/bias-correction"
     every = loss_every if loss_every and loss_every > 1 else max(1, budget.late // 250)
 
     runs, timing = [], {"load": load_seconds}
-    grid = budget.points
-    initial = None
-    disable = None if progress is None else not progress  # None: only on a terminal
-    bar = tqdm(total=2 * len(grid), desc="bias-correction grid points", disable=disable, leave=False)
-    for corrected in (True, False):
-        bar.set_postfix(variant="with correction" if corrected else "without correction")
-        losses, compile_s, total_s = _train_variant(corrected, budget, x_train, seed=seed, bar=bar)
-        timing["with correction" if corrected else "without correction"] = {"compile": compile_s, "total": total_s}
-        initial = float(np.median(losses[0]))
-        for j, (b1, b2, lr) in enumerate(grid):
-            runs.append({
-                "beta1": b1, "beta2": b2, "learning_rate": lr, "bias_correction": corrected,
-                "loss": {"early": checkpoint_loss(losses[:, j], budget.early),
-                         "late": checkpoint_loss(losses[:, j], budget.late)},
-                "diverged_at": _first_nonfinite(losses[:, j]),
-                "curve": _block_means(losses[:, j], every),
-            })
-    bar.close()
     results = {
         "experiment": "bias-correction",
         "description": DESCRIPTION,
@@ -257,25 +241,52 @@ def run(*, data_dir: Path | None = None, out: Path = Path("runs/bias-correction"
         "beta2": list(budget.beta2),
         "step_sizes": list(budget.step_sizes),
         "checkpoints": {"early": budget.early, "late": budget.late},
-        "initial_loss": initial,
+        "initial_loss": None,
         "curve_every": every,
         "seconds": timing,
+        "complete": False,  # true once both variants ran; the verdict is given then
         "runs": runs,
     }
+    disable = None if progress is None else not progress  # None: only on a terminal
+    bar = tqdm(total=2 * len(budget.points), desc="bias-correction grid points", disable=disable, leave=False)
+    try:
+        for corrected in (True, False):
+            bar.set_postfix(variant="with correction" if corrected else "without correction")
+            runs += _variant_runs(corrected, budget, x_train, seed, bar, timing, every, results)
+            results["complete"] = not corrected
+            if corrected:
+                results["wall_seconds"] = time.perf_counter() - t0
+                save(results, out, plot)
+    except KeyboardInterrupt as stop:
+        raise RunInterrupted(f"bias-correction stopped with {len(runs)} of {2 * len(budget.points)} grid points "
+                             f"done{', saved in ' + str(out) if runs else ''}; run it again to redo the rest",
+                             signal_of(stop)) from None
+    finally:
+        bar.close()
     results["verdict"] = {c: verdict(runs, budget.beta2, c) for c in ("early", "late")}
     results["claim_holds"] = results["verdict"]["early"]["claim_holds"]
     results["wall_seconds"] = time.perf_counter() - t0
     return save(results, out, plot)
 
 
+def _variant_runs(corrected: bool, budget: Budget, x_train: np.ndarray, seed: int, bar, timing: dict, every: int,
+                  results: dict) -> list[dict]:
+    """Every grid point of one variant as run records; its times go into ``timing``, the first loss into ``results``."""
+    losses, compile_s, total_s = _train_variant(corrected, budget, x_train, seed=seed, bar=bar)
+    timing["with correction" if corrected else "without correction"] = {"compile": compile_s, "total": total_s}
+    results["initial_loss"] = float(np.median(losses[0]))
+    return [{
+        "beta1": b1, "beta2": b2, "learning_rate": lr, "bias_correction": corrected,
+        "loss": {"early": checkpoint_loss(losses[:, j], budget.early),
+                 "late": checkpoint_loss(losses[:, j], budget.late)},
+        "diverged_at": _first_nonfinite(losses[:, j]),
+        "curve": _block_means(losses[:, j], every),
+    } for j, (b1, b2, lr) in enumerate(budget.points)]
+
+
 def run_experiment(experiment, options: RunOptions) -> dict:
     """The command line's entry point (see ``registry.Experiment.runner``)."""
     del experiment
-    if options.optimizers:
-        raise ValueError("bias-correction compares adaptix.adam with and without bias correction over its own "
-                         "grid of beta1, beta2 and step sizes; --optimizers does not apply")
-    if options.tune or options.grid:
-        raise ValueError("bias-correction runs its own grid of step sizes; --tune and --grid do not apply")
     return run(data_dir=options.data_dir, out=options.out, seed=options.seed, quick=options.quick,
                epochs=options.epochs, progress=options.progress, loss_every=options.loss_every)
 
@@ -321,14 +332,14 @@ def summary(results: dict) -> str:
 
 
 def plot(results: dict, path: Path) -> None:
-    """Figure 4 of the paper: loss against log10(step size), one panel per beta2, a row per checkpoint."""
+    """Figure 4 of the paper: loss against the step size (log axis), one panel per beta2, a row per checkpoint."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     beta2, checkpoints = results["beta2"], results["checkpoints"]
-    fig, axes = plt.subplots(2, len(beta2), figsize=(3.6 * len(beta2), 6.2), dpi=110, squeeze=False, sharex=True)
+    fig, axes = plt.subplots(2, len(beta2), figsize=(max(7.2, 3.6 * len(beta2)), 6.6), dpi=110, squeeze=False)
     values = [r["loss"][c] for r in results["runs"] for c in checkpoints]
     finite = [v for v in values if math.isfinite(v)] or [results["initial_loss"]]
     low = min(finite)
@@ -343,7 +354,7 @@ def plot(results: dict, path: Path) -> None:
                 for corrected in (True, False):
                     rs = sorted((r for r in results["runs"] if r["beta2"] == b2 and r["beta1"] == b1
                                  and r["bias_correction"] == corrected), key=lambda r: r["learning_rate"])
-                    x = np.log10([r["learning_rate"] for r in rs])
+                    x = np.array([r["learning_rate"] for r in rs])
                     y = np.array([r["loss"][name] for r in rs])
                     diverged, above = ~np.isfinite(y), np.isfinite(y) & (y > ceiling)
                     y = np.where(diverged | above, ceiling, y)
@@ -354,14 +365,14 @@ def plot(results: dict, path: Path) -> None:
                     ax.plot(x[above], y[above], "^", color=color, ms=7)
             ax.set_title(f"β2={b2:g}, after {iteration} iterations ({name})", fontsize=8)
             ax.set_ylim(low * 0.95, ceiling * 1.04)
-            ax.grid(alpha=0.3)
-            if row == 1:
-                ax.set_xlabel("log10(step size)")
-            if col == 0:
-                ax.set_ylabel("training loss (−ELBO, nats)")
+            ax.grid(alpha=0.3, which="both")
+            ax.set_xscale("log")
+            readable_log_axis(ax, "x")
+            ax.set_xlabel("step size α")
+            ax.set_ylabel("training loss (−ELBO, nats)")
     axes[0, 0].legend(fontsize=6.5)
-    fig.suptitle(f"Adam with (red) and without (green) bias correction; {results['model']}; "
-                 f"× = diverged, ^ = off the chart", fontsize=8)
+    fitted_title(fig, f"Adam with (red) and without (green) bias correction; {results['model']}; "
+                 f"× = diverged, ^ = off the chart", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
