@@ -86,13 +86,14 @@ def test_grid_search_records_grid_and_winner(tmp_path, monkeypatch):
                         registry.Experiment(**{**experiment.__dict__, "grid": (1e-5, 1e-2)}))
     results = _run(tmp_path, "digits", "--epochs", "1", "--optimizers", "adam", "--tune")
     run = results["runs"][0]
-    assert set(run["grid"]) == {"1e-05", "0.01"}
+    # 0.01 won at the upper edge, so the grid was extended by its own ratio (x1000) to 10, which lost
+    assert set(run["grid"]) == {"1e-05", "0.01", "10"}
     assert run["learning_rate"] == 1e-2  # 1e-5 barely moves in one epoch
 
 
 def test_tuning_grid_relative_to_the_default_rate(tmp_path):
-    results = _run(tmp_path, "digits", "--epochs", "1", "--optimizers", "adam", "--tune", "--grid", "x0.1,x1")
-    assert set(results["runs"][0]["grid"]) == {"0.001", "0.01"}  # digits' adam default is 1e-2
+    results = _run(tmp_path, "digits", "--epochs", "1", "--optimizers", "adam", "--tune", "--grid", "x0.1,x1,x10")
+    assert {"0.001", "0.01", "0.1"} <= set(results["runs"][0]["grid"])  # digits' adam default is 1e-2
     assert options.parse_grid("1e-3, 1e-2") == ((1e-3, 1e-2), False)
     for bad in ("x1,1e-3", "abc", "0,1", ""):
         with pytest.raises(ValueError, match="step sizes|as numbers"):

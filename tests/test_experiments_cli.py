@@ -5,7 +5,9 @@ Lean on purpose: every bad input is refused before anything trains, so these tes
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import re
 import subprocess
 import sys
@@ -26,7 +28,7 @@ BAD_INPUTS = [
     (["--optimizers", "adam@inf"], "got 'inf'"),
     (["--optimizers", "adam@-1e-3"], "got '-1e-3'"),
     (["--optimizers", ","], "--optimizers: no optimizer named in ','"),
-    (["--optimizers", "adamm"], "--optimizers: unknown optimizer 'adamm'; use one of adadelta, adagrad, adam,"),
+    (["--optimizers", "adamm"], "--optimizers: unknown optimizer 'adamm'; use one of adadelta, adagrad, adagrad-paper"),
     (["--optimizers", "no_such_module_here:f"], "--optimizers: cannot import the optimizer factory"),
     (["--seed", "-1"], "--seed: must be an integer in [0, 4294967295], got '-1'"),
     (["--seed", "x"], "--seed: must be an integer"),
@@ -100,17 +102,17 @@ def test_version_and_help_list_what_there_is(capsys):
                  "--resume", "--checkpoint-every"):
         assert name in helped
     assert main(["list"]) == 0
-    assert "adadelta, adagrad, adam" in capsys.readouterr().out
+    assert "adadelta, adagrad, adagrad-paper, adam" in capsys.readouterr().out
 
 
 def test_the_claim_line_names_only_what_ran():
     results = {"claim": "Adam converges as fast as SGD-Nesterov, both faster than AdaGrad"}
     assert _claim_line("logreg-mnist", results, None) == f"claim (logreg-mnist): {results['claim']}"
-    everything = [("adam", None), ("adagrad", 0.1), ("sgd-nesterov", None), ("rmsprop", None)]
+    everything = [("adam", None), ("adagrad-paper", 0.1), ("sgd-nesterov", None), ("rmsprop", None)]
     assert _claim_line("logreg-mnist", results, everything).startswith("claim (logreg-mnist): Adam")
-    partial = _claim_line("logreg-mnist", results, [("adam", None)])
-    assert partial == ("claim (logreg-mnist) not checked: it is about adam, adagrad, sgd-nesterov; "
-                       "this run trained adam")
+    partial = _claim_line("logreg-mnist", results, [("adam", None), ("adagrad", None)])
+    assert partial == ("claim (logreg-mnist) not checked: it is about adam, sgd-nesterov, adagrad-paper; "
+                       "this run trained adam, adagrad")
 
 
 def test_without_the_extra_the_command_says_what_to_install():
@@ -207,3 +209,26 @@ def test_a_long_title_fits_the_figure():
     box = fig._suptitle.get_window_extent()
     assert box.x0 >= 0 and box.x1 <= fig.bbox.width
     plt.close(fig)
+
+
+def test_tuning_extends_the_grid_until_it_brackets_the_winner(monkeypatch):
+    """A winner at an edge is searched past, with the grid's ratio, and each variant (momentum) is searched."""
+    from adaptix.experiments import registry, tuning
+    from adaptix.experiments.options import RunOptions
+
+    best = {"sgd-nesterov": 1e-2, "sgd-nesterov-0.99": 1e-3}
+    searched = []
+
+    def score(experiment, data, variant, points, options, epochs, seeds, progress, key):
+        searched.append((variant, tuple(points)))
+        return {seed: {lr: (math.log10(lr) - math.log10(best[variant])) ** 2 + (variant != "sgd-nesterov")
+                       for lr in points} for seed in seeds}
+
+    monkeypatch.setattr(tuning, "_score", score)
+    experiment = dataclasses.replace(registry.get("logreg-mnist"), grid=(1e-5, 1e-4, 1e-3))
+    variant, lr, scores = tuning.tune(experiment, None, "sgd-nesterov", RunOptions(tune=True), 1, (0, 1), None, "k")
+    assert (variant, lr) == ("sgd-nesterov", 1e-2)
+    assert searched == [("sgd-nesterov", (1e-5, 1e-4, 1e-3)), ("sgd-nesterov", (0.01,)), ("sgd-nesterov", (0.1,)),
+                        ("sgd-nesterov-0.99", (1e-5, 1e-4, 1e-3)), ("sgd-nesterov-0.99", (0.01,))]
+    assert set(scores[0]) == {"1e-05", "0.0001", "0.001", "0.01", "0.1", "sgd-nesterov-0.99@1e-05",
+                              "sgd-nesterov-0.99@0.0001", "sgd-nesterov-0.99@0.001", "sgd-nesterov-0.99@0.01"}

@@ -20,7 +20,7 @@ from adaptix.experiments.__main__ import main
 from adaptix.experiments.models import MLP, LogisticRegression
 from adaptix.experiments.train import train
 
-ARGS = ["run", "digits", "--quick", "--epochs", "2", "--tune", "--grid", "1e-3,1e-2", "--seeds", "2",
+ARGS = ["run", "digits", "--quick", "--epochs", "2", "--tune", "--grid", "1e-3,1e-2,1e-1", "--seeds", "2",
         "--optimizers", "adam", "--no-progress"]
 
 
@@ -41,7 +41,7 @@ def test_vmapped_and_sequential_agree_to_rounding(runs):
     assert (vmapped["mode"], sequential["mode"]) == ("vmapped", "sequential")
     a, b = vmapped["runs"][0], sequential["runs"][0]
     assert a["learning_rate"] == b["learning_rate"] == 1e-2
-    assert a["grid"].keys() == b["grid"].keys() == {"0.001", "0.01"}
+    assert a["grid"].keys() == b["grid"].keys() == {"0.001", "0.01", "0.1"}
     np.testing.assert_allclose(list(a["grid"].values()), list(b["grid"].values()), rtol=1e-5)
     for pa, pb in zip(a["per_seed"], b["per_seed"], strict=True):
         assert pa["seed"] == pb["seed"]
@@ -97,16 +97,17 @@ def test_summary_and_plot_with_several_seeds(runs):
 def test_seeds_must_be_positive(value, tmp_path, capsys):
     assert main(["run", "digits", "--seeds", value, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "--seeds must be a positive integer" in err, err
+    assert "\n" not in err and "--seeds: must be a positive integer" in err, err
     assert not (tmp_path / "results.json").exists()
 
 
-def test_special_runners_accept_the_new_options(tmp_path, capsys):
-    # bias-correction ignores --seeds and --sequential: it still refuses --tune, before any training
-    assert main(["run", "bias-correction", "--seeds", "2", "--sequential", "--tune", "--out", str(tmp_path)]) == 2
-    assert "--tune" in capsys.readouterr().err
-    assert main(["run", "toys", "--quick", "--epochs", "3", "--optimizers", "sgd@0.1", "--seeds", "2",
-                 "--sequential", "--out", str(tmp_path), "--no-progress"]) == 0
+def test_special_runners_refuse_the_options_they_do_not_read(tmp_path, capsys):
+    # one seed, their own loops: --seeds and --sequential would be silently ignored, so they are refused first
+    assert main(["run", "bias-correction", "--seeds", "2", "--out", str(tmp_path / "vae")]) == 2
+    assert "--seeds does not apply to bias-correction" in capsys.readouterr().err
+    assert main(["run", "toys", "--sequential", "--out", str(tmp_path / "toys")]) == 2
+    assert "--sequential does not apply to toys" in capsys.readouterr().err
+    assert not (tmp_path / "vae").exists() and not (tmp_path / "toys").exists()
 
 
 def _loss(model, batch):

@@ -134,11 +134,10 @@ def _claim_line(name: str, results: dict, optimizers) -> str:
     from adaptix.experiments import registry
 
     experiment = registry.get(name)
+    about = list(dict.fromkeys(o for c in experiment.claims for o in (c.a, c.b))) or list(experiment.optimizers)
     ran = [o for o, _ in optimizers] if optimizers else list(experiment.optimizers)
-    missing = [o for o in experiment.optimizers if o not in ran]
-    if missing:
-        return (f"claim ({name}) not checked: it is about {', '.join(experiment.optimizers)}; "
-                f"this run trained {', '.join(ran)}")
+    if any(o not in ran for o in about):
+        return f"claim ({name}) not checked: it is about {', '.join(about)}; this run trained {', '.join(ran)}"
     return f"claim ({name}): {results['claim']}"
 
 

@@ -39,6 +39,10 @@ def adam_without_bias_correction(
 # Every adaptix alias can be named on the command line; these need more than a learning rate.
 SPECIAL_OPTIMIZERS: dict[str, Callable[[optax.ScalarOrSchedule], optax.GradientTransformation]] = {
     "sgd-nesterov": lambda lr: adaptix.sgd(lr, momentum=0.9, nesterov=True),
+    "sgd-nesterov-0.99": lambda lr: adaptix.sgd(lr, momentum=0.99, nesterov=True),
+    # Kingma & Ba's AdaGrad (section 5): theta - alpha g / sqrt(sum g^2), the accumulator from 0, eps outside the
+    # root; it anneals by itself, so the experiments give it a constant alpha (adaptix.adagrad is Optax's form)
+    "adagrad-paper": lambda lr: adaptix.adagrad(lr, initial_accumulator_value=0.0, eps=1e-8, eps_in_sqrt=False),
     "sgd-momentum": lambda lr: adaptix.sgd(lr, momentum=0.9),
     # chain(trace(0.9, ema=True), scale_by_rms(0.999, 1e-8, eps_in_sqrt=False), scale_by_learning_rate(lr))
     "adam-no-bias-correction": adam_without_bias_correction,

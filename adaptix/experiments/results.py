@@ -53,6 +53,18 @@ def mean_score(values: Sequence[float]) -> tuple[float, float]:
     return float(np.mean(values)), sd
 
 
+def mean_pm_sd(run: dict, key: str) -> str:
+    """The last value of a run's curve ``key``, with `` ± `` its s.d. across seeds when several seeds ran."""
+    last = run[key][-1]
+    if last is None or not math.isfinite(last):
+        return "-"
+    value = f"{last:.4f}"
+    sd = run.get(f"{key}_sd")
+    if len(run.get("seeds") or ()) > 1 and sd and sd[-1] is not None and math.isfinite(sd[-1]):
+        value += f" ± {sd[-1]:.4f}"
+    return value
+
+
 def seed_record(histories: Sequence[dict], seeds: Sequence[int], scores: dict[int, dict[str, float]] | None,
                 seconds: float, tune_seconds: float | None = None) -> dict:
     """One optimizer's run record from its seeds' histories (``asdict`` of ``History``).

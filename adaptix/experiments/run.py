@@ -3,203 +3,49 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-from flax import nnx
-from tqdm.auto import tqdm
-
 from adaptix import __version__ as adaptix_version
-from adaptix.experiments import registry, sweep
-from adaptix.experiments.checkpoints import EpochCheckpoints, RunProgress
-from adaptix.experiments.figures import fitted_title, readable_log_axis, whole_number_ticks
+from adaptix.experiments import registry
+from adaptix.experiments.checkpoints import RunProgress
+from adaptix.experiments.figures import plot_comparison as plot
 from adaptix.experiments.interrupts import RunInterrupted, signal_of, sigterm_interrupts
-from adaptix.experiments.optimizers import optimizer_factory
 from adaptix.experiments.options import RunOptions, check_options, remove_created, writable_directory
-from adaptix.experiments.results import finite_or_inf, format_table, mean_score, mean_sd, save, seed_record
-from adaptix.experiments.train import History, classification_cost, train
+from adaptix.experiments.results import format_table, mean_pm_sd, save, seed_record
+from adaptix.experiments.trainers import train_seeds, train_sequentially
+from adaptix.experiments.tuning import tuned
+from adaptix.experiments.verdicts import VERDICT_RULE, describe_verdicts, verdicts
 
 
-def _fresh_model(experiment: registry.Experiment, data, seed: int) -> nnx.Module:
-    return experiment.model(data, nnx.Rngs(params=seed, dropout=seed + 1))
-
-
-def _tail_cost(history: History) -> float:
-    """Mean minibatch cost over the last tenth of a run (inf if it diverged)."""
-    losses = history.iteration_loss
-    if history.diverged or not losses:
-        return math.inf
-    tail = losses[-max(1, len(losses) // 10) :]
-    return float(np.mean(tail))
-
-
-def tuning_grid(experiment, name: str, grid: tuple[float, ...] | None = None,
-                relative: bool = False) -> tuple[float, ...]:
-    """The step sizes tried for optimizer ``name``: the experiment's grid, an explicit one, or factors of its
-    default."""
-    if grid is None:
-        return experiment.grid
-    if relative:
-        return tuple(float(f"{f * experiment.learning_rate(name):.3g}") for f in grid)
-    return tuple(grid)
-
-
-def grid_search(experiment, data, name: str, *, epochs: int, seed: int, progress,
-                grid: tuple[float, ...] | None = None, bar=None) -> tuple[float, dict[str, float]]:
-    """The paper's protocol, one run after another: the step size with the lowest training cost after a short budget.
-
-    The score of a step size is :func:`_tail_cost` of a run of ``epochs`` epochs from the model of
-    ``seed``; ``bar`` (a tqdm bar) advances by one per grid point.
-    """
-    grid = experiment.grid if grid is None else grid
-    scores = {}
-    for lr in grid:
-        tx = optimizer_factory(name)(experiment.schedule(lr))
-        h = train(_fresh_model(experiment, data, seed), tx, data, name=name, learning_rate=lr, epochs=epochs,
-                  batch_size=experiment.batch_size, l2=experiment.l2, seed=seed, evaluate_every_epoch=False,
-                  progress=progress)
-        scores[f"{lr:g}"] = finite_or_inf(_tail_cost(h))
-        if bar is not None:
-            bar.update()
-    best = min(grid, key=lambda lr: scores[f"{lr:g}"])
-    return best, scores
-
-
-def _init_lanes(experiment, data, name: str, rates, seeds) -> tuple[sweep.Lanes, sweep.LaneState]:
-    factory = optimizer_factory(name)
-    return sweep.init_lanes(lambda seed: _fresh_model(experiment, data, seed),
-                            lambda lr: factory(experiment.schedule(lr)), rates, seeds)
-
-
-def _lane_loss(l2: float) -> sweep.Loss:
-    return lambda model, batch: classification_cost(model, *batch, l2)
-
-
-def _lane_history(run: sweep.LaneRun, g: int, s: int, name: str, lr: float) -> History:
-    losses, metrics = run.lane_curves(g, s)
-    return History(optimizer=name, learning_rate=lr, iteration_loss=losses,
-                   epoch_train_loss=metrics.get("train_cost", []), epoch_test_accuracy=metrics.get("test_accuracy", []),
-                   seconds=run.seconds, diverged=bool(run.diverged[g, s]))
-
-
-def sweep_grid(experiment, data, name: str, *, epochs: int, seeds: tuple[int, ...], progress,
-               grid: tuple[float, ...], checkpoints: EpochCheckpoints | None = None) -> dict[int, dict[str, float]]:
-    """:func:`grid_search` for every step size of ``grid`` and every seed at once, as one vmapped training.
-
-    Returns seed -> step size -> score (:func:`_tail_cost`, inf for a lane that diverged).
-    """
-    lanes, state = _init_lanes(experiment, data, name, grid, seeds)
-    run = sweep.train_lanes(lanes, state, _lane_loss(experiment.l2), data.train, epochs=epochs,
-                            batch_size=experiment.batch_size, progress=progress, checkpoints=checkpoints,
-                            desc=f"{name} tuning, {len(grid)} rates x {len(seeds)} seeds")
-    return {seed: {f"{lr:g}": finite_or_inf(_tail_cost(_lane_history(run, g, s, name, lr)))
-                   for g, lr in enumerate(grid)} for s, seed in enumerate(seeds)}
-
-
-def train_seeds(experiment, data, name: str, lr: float, *, epochs: int, seeds: tuple[int, ...],
-                progress, checkpoints: EpochCheckpoints | None = None) -> tuple[list[History], float]:
-    """Trains the model of every seed with step size ``lr`` at once (one vmapped training), evaluated every epoch.
-
-    Returns the seeds' histories, which match those of :func:`~adaptix.experiments.train.train`
-    to rounding, and the wall time.
-    """
-    lanes, state = _init_lanes(experiment, data, name, [lr], seeds)
-
-    def evaluate(lanes, state):
-        train_cost, _ = sweep.evaluate_classifier(lanes, state, data.train, l2=experiment.l2)
-        _, test_accuracy = sweep.evaluate_classifier(lanes, state, data.test, l2=experiment.l2)
-        return {"train_cost": train_cost, "test_accuracy": test_accuracy}
-
-    run = sweep.train_lanes(lanes, state, _lane_loss(experiment.l2), data.train, epochs=epochs,
-                            batch_size=experiment.batch_size, evaluate=evaluate, progress=progress,
-                            checkpoints=checkpoints, desc=f"{name} lr={lr:g}, {len(seeds)} seeds")
-    return [_lane_history(run, 0, s, name, lr) for s in range(len(seeds))], run.seconds
-
-
-def _tune(experiment, data, name: str, options: RunOptions, epochs: int, seeds: tuple[int, ...],
-          progress: RunProgress, key: str) -> tuple[float, dict[int, dict[str, float]]]:
-    """The step size with the lowest mean score over ``seeds``, and every seed's scores.
-
-    Resumable: the vmapped tuning from its last epoch checkpoint, the sequential one from the last
-    seed whose grid search finished.
-    """
-    grid = tuning_grid(experiment, name, options.grid, options.grid_relative)
-    if options.sequential:
-        disable = None if options.progress is None else not options.progress
-        scores = {}
-        with tqdm(total=len(grid) * len(seeds), desc=f"{name} tuning, one run at a time", disable=disable,
-                  leave=False) as bar:
-            for seed in seeds:
-                scores[seed] = progress.get(f"{key}/tune/seed{seed}")
-                if scores[seed] is None:
-                    scores[seed] = grid_search(experiment, data, name, epochs=epochs, seed=seed,
-                                               progress=options.progress, grid=grid, bar=bar)[1]
-                    progress.put(f"{key}/tune/seed{seed}", scores[seed])
-                else:
-                    bar.update(len(grid))
-    else:
-        scores = sweep_grid(experiment, data, name, epochs=epochs, seeds=seeds, progress=options.progress, grid=grid,
-                            checkpoints=progress.epochs(f"{key}-tune"))
-    mean = {k: mean_score([scores[seed][k] for seed in seeds])[0] for k in scores[seeds[0]]}
-    return min(grid, key=lambda lr: mean[f"{lr:g}"]), scores
-
-
-def _tuned(experiment, data, name: str, options: RunOptions, tune_epochs: int, seeds: tuple[int, ...],
-           progress: RunProgress, key: str) -> tuple[float, dict[int, dict[str, float]], float]:
-    """``_tune``'s step size and scores and its wall time, from ``progress`` when a run before this one finished it."""
-    done = progress.get(f"{key}/tuned")
-    if done is None:
-        t_tune = time.perf_counter()
-        lr, scores = _tune(experiment, data, name, options, tune_epochs, seeds, progress, key)
-        done = {"learning_rate": lr, "scores": {str(s): v for s, v in scores.items()},
-                "seconds": time.perf_counter() - t_tune}
-        progress.put(f"{key}/tuned", done)
-    return done["learning_rate"], {int(s): v for s, v in done["scores"].items()}, done["seconds"]
-
-
-def _train_sequentially(experiment, data, name: str, lr: float, options: RunOptions, epochs: int,
-                        seeds: tuple[int, ...], progress: RunProgress, key: str) -> list[History]:
-    """Every seed's :func:`~adaptix.experiments.train.train`, one after another, each resumable."""
-    histories = []
-    for seed in seeds:
-        done = progress.get(f"{key}/seed{seed}")
-        if done is None:
-            tx = optimizer_factory(name)(experiment.schedule(lr))
-            history = train(_fresh_model(experiment, data, seed), tx, data, name=name, learning_rate=lr,
-                            epochs=epochs, batch_size=experiment.batch_size, l2=experiment.l2, seed=seed,
-                            progress=options.progress, checkpoints=progress.epochs(f"{key}-train-seed{seed}"))
-            done = asdict(history)
-            progress.put(f"{key}/seed{seed}", done)
-        histories.append(History(**done))
-    return histories
-
-
-def _train_optimizer(experiment, data, name: str, lr: float | None, options: RunOptions, epochs: int,
+def _train_optimizer(experiment, data, arm: str, lr: float | None, options: RunOptions, epochs: int,
                      tune_epochs: int, progress: RunProgress, key: str) -> dict:
     """One optimizer's run record (:func:`~adaptix.experiments.results.seed_record`): tuning, then every seed.
 
-    ``key`` names the optimizer's entries in ``progress``: a record finished before is returned as
-    it is, and an unfinished one continues from what ``progress`` holds.
+    ``arm`` is the optimizer as the experiment names it; what trains is its tuned variant (or its
+    default one, :meth:`~adaptix.experiments.registry.Experiment.variant`), whose name the record's
+    ``optimizer`` holds, next to ``arm``. ``key`` names the optimizer's entries in ``progress``: a
+    record finished before is returned as it is, and an unfinished one continues from what
+    ``progress`` holds.
     """
     record = progress.get(f"{key}/record")
     if record is not None:
         return record
     seeds = tuple(range(options.seed, options.seed + options.seeds))
-    scores, tune_seconds = None, None
+    name, scores, tune_seconds = experiment.variant(arm), None, None
     if lr is None and options.tune:
-        lr, scores, tune_seconds = _tuned(experiment, data, name, options, tune_epochs, seeds, progress, key)
+        name, lr, scores, tune_seconds = tuned(experiment, data, arm, options, tune_epochs, seeds, progress, key)
     elif lr is None:
-        lr = experiment.learning_rate(name)
+        lr = experiment.learning_rate(arm)
     if options.sequential:
-        histories = _train_sequentially(experiment, data, name, lr, options, epochs, seeds, progress, key)
+        histories = train_sequentially(experiment, data, name, lr, epochs=epochs, seeds=seeds,
+                                       show_progress=options.progress, progress=progress, key=key)
         seconds = sum(h.seconds for h in histories)
     else:
         histories, seconds = train_seeds(experiment, data, name, lr, epochs=epochs, seeds=seeds,
                                          progress=options.progress, checkpoints=progress.epochs(f"{key}-train"))
-    record = seed_record([asdict(h) for h in histories], seeds, scores, seconds, tune_seconds)
+    record = {"arm": arm, **seed_record([asdict(h) for h in histories], seeds, scores, seconds, tune_seconds)}
     progress.put(f"{key}/record", record)
     return record
 
@@ -318,7 +164,7 @@ def _compare(experiment: registry.Experiment, options: RunOptions) -> dict:
         optimizers = [(o, None) for o in experiment.optimizers]
     quick = options.quick
     epochs = options.epochs if options.epochs is not None else (experiment.quick_epochs if quick else experiment.epochs)
-    tune_epochs = options.tune_epochs or epochs
+    tune_epochs = options.tune_epochs or experiment.tuning_epochs(epochs)
     progress = RunProgress(options.out, options.checkpoint_every)
     t0 = time.perf_counter()
     data = experiment.load(options.data_dir, quick)
@@ -353,7 +199,10 @@ def _compare(experiment: registry.Experiment, options: RunOptions) -> dict:
 
 def _results(experiment, options: RunOptions, data, runs: list[dict], *, epochs: int, tune_epochs: int,
              load_seconds: float, wall_seconds: float, complete: bool) -> dict:
-    """The ``results.json`` of a comparison: the setup, then one record per optimizer that finished."""
+    """The ``results.json`` of a comparison: the setup, one record per optimizer that finished, and (once
+    complete) the verdict on each of the experiment's claims (:mod:`~adaptix.experiments.verdicts`)."""
+    constant = [r["optimizer"] for r in runs if r["optimizer"] in experiment.constant_rate]
+    decay = "alpha/sqrt(t)" + (f" (constant alpha for {', '.join(constant)})" if constant else "")
     return {
         "experiment": experiment.name,
         "description": experiment.description,
@@ -366,26 +215,16 @@ def _results(experiment, options: RunOptions, data, runs: list[dict], *, epochs:
         "batch_size": experiment.batch_size,
         "l2": experiment.l2,
         "tune_epochs": tune_epochs if options.tune else None,
-        "step_size_decay": "alpha/sqrt(t)" if experiment.decay_sqrt else "constant",
+        "step_size_decay": decay if experiment.decay_sqrt else "constant",
         "train_size": len(data.train),
         "test_size": len(data.test),
         "load_seconds": load_seconds,
         "wall_seconds": wall_seconds,  # loading, tuning, training and evaluation (of this process, when resumed)
         "complete": complete,  # false: interrupted, or written after some of the optimizers
+        "verdict_rule": VERDICT_RULE,
+        "verdicts": verdicts(experiment.claims, runs) if complete else None,
         "runs": runs,
     }
-
-
-def _mean_pm_sd(run: dict, key: str) -> str:
-    """The last value of a curve, with `` ± `` its s.d. across seeds when several seeds ran."""
-    last = run[key][-1]
-    if last is None or not math.isfinite(last):
-        return "-"
-    value = f"{last:.4f}"
-    sd = run.get(f"{key}_sd")
-    if len(run.get("seeds") or ()) > 1 and sd and sd[-1] is not None and math.isfinite(sd[-1]):
-        value += f" ± {sd[-1]:.4f}"
-    return value
 
 
 def summary_table(results: dict) -> str:
@@ -395,97 +234,12 @@ def summary_table(results: dict) -> str:
         return experiment.summarize(results)
     rows = [("optimizer", "lr", "train cost", "test acc", "seconds")]
     for r in results["runs"]:
-        cost = "diverged" if r["diverged"] else _mean_pm_sd(r, "epoch_train_loss")
-        acc = _mean_pm_sd(r, "epoch_test_accuracy") if r["epoch_test_accuracy"] else "-"
+        cost = "diverged" if r["diverged"] else mean_pm_sd(r, "epoch_train_loss")
+        acc = mean_pm_sd(r, "epoch_test_accuracy") if r["epoch_test_accuracy"] else "-"
         rows.append((r["optimizer"], f"{r['learning_rate']:g}", cost, acc, f"{r['seconds']:.1f}"))
     seeds = results.get("seeds") or [results["seed"]]
     which = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]} (mean ± s.d.)"
     head = (f"{results['experiment']}: {results['train_size']} train / {results['test_size']} test examples, "
             f"{results['epochs']} epochs, batch {results['batch_size']}, {which}")
-    return head + "\n" + format_table(rows)
+    return "\n".join([head, format_table(rows), *describe_verdicts(results.get("verdicts") or [])])
 
-
-def _smooth(values: list[float], window: int) -> np.ndarray:
-    v = np.asarray(values, dtype=float)
-    if window <= 1 or len(v) < window:
-        return v
-    kernel = np.ones(window) / window
-    return np.convolve(v, kernel, mode="valid")
-
-
-def _curves(run: dict, key: str, window: int | None = None) -> tuple[np.ndarray, tuple | None, int]:
-    """A run's curve ``key`` smoothed over ``window`` (default a hundredth of it), its ±1 s.d. band, the window.
-
-    With several seeds (``per_seed``) each seed's curve is smoothed first, then the mean and the
-    s.d. are taken across seeds; the band is ``mean ± sd``, its lower edge no lower than the lowest
-    seed (``mean - sd`` can be negative, which a log axis cannot show). With one seed the band is None.
-    """
-    as_float = lambda values: [v if v is not None else np.nan for v in values]
-    curves = [as_float(p[key]) for p in run.get("per_seed") or []]
-    if len(curves) < 2:
-        curves = [as_float(run[key])]
-    n = min(len(c) for c in curves)
-    window = window or max(1, n // 100)
-    smoothed = np.asarray([_smooth(c[:n], window if window <= n else 1) for c in curves])
-    if len(curves) == 1:
-        return smoothed[0], None, window
-    mean, sd = (np.asarray(v) for v in mean_sd(smoothed))
-    return mean, (np.maximum(mean - sd, smoothed.min(axis=0)), mean + sd), window
-
-
-def _draw(ax, x: np.ndarray, mean: np.ndarray, band: tuple | None, **style) -> None:
-    """A curve, with its band (``(low, high)``) in the same colour, translucent, when there is one."""
-    (line,) = ax.plot(x, mean, **style)
-    if band is not None:
-        ax.fill_between(x, *band, color=line.get_color(), alpha=0.2, lw=0)
-
-
-def plot(results: dict, path: Path) -> None:
-    """Training cost against iterations, one curve per optimizer, as in the paper's figures.
-
-    Left: the minibatch cost, smoothed over a hundredth of the run. Right (when the runs evaluated
-    more than one epoch): the cost on the whole training set after each epoch, with test accuracy.
-    With several seeds each curve is the mean over seeds, in a band of ±1 s.d. across seeds.
-    Works on the dict :func:`run_experiment` returns and on a ``results.json`` read back.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    per_epoch = any(len(r.get("epoch_train_loss") or []) > 1 for r in results["runs"])
-    fig, axes = plt.subplots(1, 2 if per_epoch else 1, figsize=(11.5 if per_epoch else 6.4, 4.4), dpi=110,
-                             squeeze=False)
-    ax = axes[0, 0]
-    for r in results["runs"]:
-        every = r.get("iteration_loss_every", 1)  # a curve read back from a downsampled results.json
-        y, band, window = _curves(r, "iteration_loss")
-        _draw(ax, (np.arange(len(y)) + window) * every, y, band, label=f"{r['optimizer']} (lr {r['learning_rate']:g})",
-              lw=1.4)
-    ax.set_yscale("log")
-    readable_log_axis(ax)
-    ax.set_xlabel("iterations")
-    ax.set_ylabel("training cost (minibatch, smoothed)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    if per_epoch:
-        ax2 = axes[0, 1]
-        for r in results["runs"]:
-            cost, band, _ = _curves(r, "epoch_train_loss", window=1)
-            final = "diverged" if r["diverged"] else _mean_pm_sd(r, "epoch_train_loss")
-            acc = _mean_pm_sd(r, "epoch_test_accuracy") if r["epoch_test_accuracy"] else "-"
-            _draw(ax2, np.arange(1, len(cost) + 1), cost, band, marker="." if len(cost) < 60 else None, lw=1.4,
-                  label=f"{r['optimizer']}: final {final}, test acc {acc}")
-        ax2.set_yscale("log")
-        readable_log_axis(ax2)
-        whole_number_ticks(ax2)
-        ax2.set_xlabel("iterations over the entire training set (epochs)")
-        ax2.set_ylabel("training cost (whole training set)")
-        ax2.grid(alpha=0.3, which="both")
-        ax2.legend(fontsize=8)
-    seeds = results.get("seeds") or []
-    spread = f"\nmean over seeds {seeds[0]}-{seeds[-1]}, bands: ±1 s.d. across seeds" if len(seeds) > 1 else ""
-    fitted_title(fig, f"{results['experiment']}: {results['description']}{spread}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

@@ -1,0 +1,136 @@
+"""Choosing each optimizer's step size as the paper did: a dense log grid, searched until it brackets the winner.
+
+Kingma & Ba (2015, section 6) searched "a dense grid" of step sizes for every optimizer and reported
+the best. The protocol here:
+
+1. every grid point is trained for ``tune_epochs`` epochs (the experiments default to a tenth of
+   the run) from every seed, and scored by the mean minibatch training cost over the last tenth
+   of that run (:func:`~adaptix.experiments.trainers.tail_cost`; inf if it diverged): the
+   quantity the figures plot;
+2. the winner is the grid point with the lowest score averaged over the seeds;
+3. when the winner lies at an edge of the grid, the grid is extended one step further on that
+   side, with the grid's own ratio, and searched again (at most :data:`MAX_EXTENSIONS` times), so
+   a reported rate is never an edge of the grid unless the extensions ran out;
+4. an optimizer with *variants* (SGD-Nesterov with momentum 0.9 and 0.99: ``Experiment.variants``)
+   searches the grid for each, and the best (variant, step size) wins.
+
+The scores of every point searched are kept in ``results.json`` (``grid``, ``grid_sd``, per seed).
+"""
+
+from __future__ import annotations
+
+import time
+
+from tqdm.auto import tqdm
+
+from adaptix.experiments.checkpoints import RunProgress
+from adaptix.experiments.options import RunOptions
+from adaptix.experiments.results import mean_score
+from adaptix.experiments.trainers import grid_search, sweep_grid
+
+#: How often a grid is extended past an edge that won.
+MAX_EXTENSIONS = 3
+
+
+def tuning_grid(experiment, name: str, grid: tuple[float, ...] | None = None,
+                relative: bool = False) -> tuple[float, ...]:
+    """The step sizes tried for optimizer ``name``: the experiment's grid, an explicit one, or factors of its
+    default."""
+    if grid is None:
+        return experiment.grid
+    if relative:
+        return tuple(float(f"{f * experiment.learning_rate(name):.3g}") for f in grid)
+    return tuple(grid)
+
+
+def grid_key(variant: str, lr: float, arm: str) -> str:
+    """The key of a grid point in ``results.json``: the step size, prefixed by the variant when it is not the arm."""
+    return f"{lr:g}" if variant == arm else f"{variant}@{lr:g}"
+
+
+def _beyond_edge(grid: list[float], mean: dict[float, float]) -> float | None:
+    """The next step size past the winning edge of ``grid`` (sorted), or None when the winner is inside it."""
+    if len(grid) < 2:
+        return None
+    best = min(grid, key=lambda lr: mean[lr])
+    if best == grid[0]:
+        return float(f"{grid[0] * grid[0] / grid[1]:.3g}")
+    if best == grid[-1]:
+        return float(f"{grid[-1] * grid[-1] / grid[-2]:.3g}")
+    return None
+
+
+def _score(experiment, data, variant: str, points: list[float], options: RunOptions, epochs: int,
+           seeds: tuple[int, ...], progress: RunProgress, key: str) -> dict[int, dict[float, float]]:
+    """seed -> step size -> score for ``points``, vmapped (resumable per epoch) or one run after another (per seed)."""
+    if not options.sequential:
+        scores = sweep_grid(experiment, data, variant, epochs=epochs, seeds=seeds, progress=options.progress,
+                            grid=tuple(points), checkpoints=progress.epochs(key))
+        return {seed: {lr: scores[seed][f"{lr:g}"] for lr in points} for seed in seeds}
+    disable = None if options.progress is None else not options.progress
+    out = {}
+    with tqdm(total=len(points) * len(seeds), desc=f"{variant} tuning, one run at a time", disable=disable,
+              leave=False) as bar:
+        for seed in seeds:
+            done = progress.get(f"{key}/seed{seed}")
+            if done is None:
+                done = grid_search(experiment, data, variant, epochs=epochs, seed=seed, progress=options.progress,
+                                   grid=tuple(points), bar=bar)[1]
+                progress.put(f"{key}/seed{seed}", done)
+            else:
+                bar.update(len(points))
+            out[seed] = {lr: done[f"{lr:g}"] for lr in points}
+    return out
+
+
+def _bracketed(experiment, data, variant: str, grid: tuple[float, ...], options: RunOptions, epochs: int,
+               seeds: tuple[int, ...], progress: RunProgress, key: str) -> dict[int, dict[float, float]]:
+    """Every seed's scores over ``grid``, extended past a winning edge until the winner is inside (or
+    :data:`MAX_EXTENSIONS` ran out)."""
+    points = sorted(grid)
+    scores = _score(experiment, data, variant, points, options, epochs, seeds, progress, f"{key}-{variant}")
+    for extension in range(MAX_EXTENSIONS):
+        mean = {lr: mean_score([scores[seed][lr] for seed in seeds])[0] for lr in points}
+        new = _beyond_edge(points, mean)
+        if new is None:
+            break
+        more = _score(experiment, data, variant, [new], options, epochs, seeds, progress,
+                      f"{key}-{variant}-extension{extension}")
+        for seed in seeds:
+            scores[seed].update(more[seed])
+        points = sorted([*points, new])
+    return scores
+
+
+def tune(experiment, data, arm: str, options: RunOptions, epochs: int, seeds: tuple[int, ...],
+         progress: RunProgress, key: str) -> tuple[str, float, dict[int, dict[str, float]]]:
+    """The (variant, step size) of ``arm`` with the lowest mean score over ``seeds``, and every seed's scores.
+
+    The scores are keyed by :func:`grid_key`. Resumable: the vmapped search from its last epoch
+    checkpoint, the sequential one from the last seed whose grid search finished.
+    """
+    grid = tuning_grid(experiment, arm, options.grid, options.grid_relative)
+    scores: dict[int, dict[str, float]] = {seed: {} for seed in seeds}
+    candidates = []
+    for variant in experiment.variants.get(arm, (arm,)):
+        found = _bracketed(experiment, data, variant, grid, options, epochs, seeds, progress, f"{key}-tune")
+        for seed in seeds:
+            scores[seed].update({grid_key(variant, lr, arm): v for lr, v in sorted(found[seed].items())})
+        candidates += [(variant, lr) for lr in found[seeds[0]]]
+    mean = {k: mean_score([scores[seed][k] for seed in seeds])[0] for k in scores[seeds[0]]}
+    variant, lr = min(candidates, key=lambda c: mean[grid_key(*c, arm)])
+    return variant, lr, scores
+
+
+def tuned(experiment, data, arm: str, options: RunOptions, epochs: int, seeds: tuple[int, ...],
+          progress: RunProgress, key: str) -> tuple[str, float, dict[int, dict[str, float]], float]:
+    """:func:`tune`'s variant, step size and scores, and its wall time; from ``progress`` when a run before this
+    one finished it."""
+    done = progress.get(f"{key}/tuned")
+    if done is None:
+        start = time.perf_counter()
+        variant, lr, scores = tune(experiment, data, arm, options, epochs, seeds, progress, key)
+        done = {"variant": variant, "learning_rate": lr, "scores": {str(s): v for s, v in scores.items()},
+                "seconds": time.perf_counter() - start}
+        progress.put(f"{key}/tuned", done)
+    return done["variant"], done["learning_rate"], {int(s): v for s, v in done["scores"].items()}, done["seconds"]

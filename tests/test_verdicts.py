@@ -1,0 +1,61 @@
+"""The verdict rule: a paired difference across seeds against twice its spread, on synthetic runs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from adaptix.experiments.verdicts import Claim, describe_verdicts, holds, measure, paired_difference, verdicts
+
+
+def _run(arm: str, curves: dict[int, list[float]]) -> dict:
+    return {"optimizer": arm, "arm": arm, "per_seed": [{"seed": s, "epoch_train_loss": c} for s, c in curves.items()]}
+
+
+def test_the_statistic_is_the_mean_over_epochs_of_the_paired_difference():
+    a = _run("a", {0: [1.0, 0.5, 0.3], 1: [1.2, 0.6, 0.3], 2: [0.9, 0.4, 0.2]})
+    b = _run("b", {1: [1.3, 0.7, 0.5], 0: [1.0, 0.7, 0.4], 2: [1.0, 0.5, 0.4], 3: [9.0, 9.0, 9.0]})
+    d, epochs = paired_difference(a, b)  # seeds 0, 1, 2 in common; seed 3 ran only for b
+    np.testing.assert_allclose(d, [-0.1, -0.4 / 3, -0.4 / 3])
+    assert epochs == 3
+    found = measure(a, b)
+    assert found["measured"] == "<" and found["seeds"] == 3  # mean -0.122 < -2 x 0.019
+    assert found["mean_d"] == pytest.approx(np.mean(d)) and found["sd_d"] == pytest.approx(np.std(d, ddof=1))
+
+
+@pytest.mark.parametrize(("shift", "spread", "measured"), [(-1.0, 0.1, "<"), (1.0, 0.1, ">"), (0.1, 1.0, "≈"),
+                                                          (0.0, 0.0, "≈")])
+def test_the_measured_relation_follows_the_two_sd_rule(shift, spread, measured):
+    noise = np.array([-1.0, 0.0, 1.0]) * spread
+    a = _run("a", {s: [1.0 + shift + noise[s]] * 4 for s in range(3)})
+    b = _run("b", {s: [1.0] * 4 for s in range(3)})
+    assert measure(a, b)["measured"] == measured
+
+
+def test_claims_hold_by_their_relation():
+    assert holds(Claim("a", "<", "b"), "<") and not holds(Claim("a", "<", "b"), "≈")
+    assert holds(Claim("a", "≈", "b"), "≈") and not holds(Claim("a", "≈", "b"), ">")
+    assert holds(Claim("a", "≲", "b"), "<") and holds(Claim("a", "≲", "b"), "≈")
+    assert not holds(Claim("a", "≲", "b"), ">") and holds(Claim("a", "<", "b"), None) is None
+    with pytest.raises(ValueError, match="relation must be one of"):
+        Claim("a", ">>", "b")
+
+
+def test_no_verdict_from_one_seed_or_a_diverged_seed():
+    one = measure(_run("a", {0: [1.0]}), _run("b", {0: [2.0]}))
+    assert one["measured"] is None and one["why"] == "1 seed(s)"
+    diverged = measure(_run("a", {0: [1.0], 1: [None]}), _run("b", {0: [2.0], 1: [2.0]}))
+    assert diverged["measured"] is None and diverged["why"] == "a seed diverged"
+
+
+def test_verdicts_of_an_experiment_and_their_lines():
+    runs = [_run("adam", {s: [0.5 - 0.01 * s, 0.3] for s in range(3)}),
+            _run("sgd", {s: [0.9, 0.6 + 0.01 * s] for s in range(3)})]
+    found = verdicts((Claim("adam", "<", "sgd"), Claim("adam", "≈", "sgd"), Claim("adam", "<", "absent")), runs)
+    assert [v["claim"] for v in found] == ["adam < sgd", "adam ≈ sgd"]  # a claim about an arm that did not run: none
+    assert [v["holds"] for v in found] == [True, False]
+    lines = describe_verdicts(found)
+    assert lines[0] == "claim adam < sgd: measured adam < sgd, mean d = -0.36 ± 0.01 (s.d., 3 seeds, 2 epochs): holds"
+    assert lines[1].endswith("does not hold") and not math.isnan(found[0]["sd_d"])
