@@ -232,3 +232,17 @@ def test_tuning_extends_the_grid_until_it_brackets_the_winner(monkeypatch):
                         ("sgd-nesterov-0.99", (1e-5, 1e-4, 1e-3)), ("sgd-nesterov-0.99", (0.01,))]
     assert set(scores[0]) == {"1e-05", "0.0001", "0.001", "0.01", "0.1", "sgd-nesterov-0.99@1e-05",
                               "sgd-nesterov-0.99@0.0001", "sgd-nesterov-0.99@0.001", "sgd-nesterov-0.99@0.01"}
+
+
+def test_zca_whitening_decorrelates_and_stays_close_to_the_images():
+    import numpy as np
+
+    from adaptix.experiments.registry import zca_whitening
+
+    rng = np.random.default_rng(0)
+    mixing = rng.normal(size=(12, 12)) + 3 * np.eye(12)
+    x = (rng.normal(size=(4000, 2, 2, 3)).reshape(4000, 12) @ mixing).reshape(4000, 2, 2, 3)
+    mean, w = zca_whitening(x, eps=1e-6)
+    white = (x.reshape(4000, -1) - mean) @ w
+    np.testing.assert_allclose(np.cov(white, rowvar=False, bias=True), np.eye(12), atol=1e-3)
+    np.testing.assert_allclose(w, w.T, rtol=1e-4, atol=1e-6)  # ZCA: the symmetric whitening, no rotation

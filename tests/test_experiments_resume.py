@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +119,35 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path):
         run_module.run_experiment("digits", resume=tmp_path)
     with pytest.raises(ValueError, match="holds a run of digits"):
         run_module.run_experiment("logreg-mnist", resume=tmp_path)
+
+
+SHARED_DATA = Path(os.environ.get("ADAPTIX_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"no shared data at {SHARED_DATA}")
+def test_bias_correction_resumes_from_the_grid_points_that_finished(tmp_path, monkeypatch):
+    import dataclasses
+
+    from adaptix.experiments import vae_bias_correction as vae
+
+    # a smaller quick grid: 2 x 2 points per variant, 40 iterations
+    monkeypatch.setattr(vae, "QUICK", dataclasses.replace(vae.QUICK, beta1=(0.9,), step_sizes=(1e-3, 1e-2),
+                                                          early=20, late=40))
+    options = dict(quick=True, data_dir=SHARED_DATA, progress=False, seeds=2)
+    straight = run_module.run_experiment("bias-correction", out=tmp_path / "straight", **options)
+    with monkeypatch.context() as patch:
+        _stop_after(patch, vae, "_block_means", 11)  # seed 0 (8 points), seed 1 with correction 3 of 4, stopped
+        with pytest.raises(run_module.RunInterrupted, match="11 of 16 grid points done.*--resume"):
+            run_module.run_experiment("bias-correction", out=tmp_path / "cut", **options)
+    assert len(_read(tmp_path / "cut")["runs"]) == 11 and _read(tmp_path / "cut")["complete"] is False
+    with monkeypatch.context() as patch:
+        count = _count(patch, vae, "_block_means")
+        resumed = run_module.run_experiment("bias-correction", resume=tmp_path / "cut", progress=False)
+    assert count[0] == 5  # only the points that had not finished
+    order = lambda runs: sorted(runs, key=lambda r: (r["seed"], not r["bias_correction"], r["grid_point"]))
+    cut, whole = _read(tmp_path / "cut"), _read(tmp_path / "straight")
+    assert _timeless(order(cut["runs"])) == _timeless(order(whole["runs"]))  # bit for bit, as written
+    assert cut["complete"] is True and resumed["claim_holds"] == straight["claim_holds"]
+    for checkpoint, found in resumed["verdict"].items():  # the points resumed from results.json are rounded there
+        assert {k: v["worse"] for k, v in found["per_beta2"].items()} == \
+            {k: v["worse"] for k, v in straight["verdict"][checkpoint]["per_beta2"].items()}

@@ -102,9 +102,9 @@ def test_seeds_must_be_positive(value, tmp_path, capsys):
 
 
 def test_special_runners_refuse_the_options_they_do_not_read(tmp_path, capsys):
-    # one seed, their own loops: --seeds and --sequential would be silently ignored, so they are refused first
-    assert main(["run", "bias-correction", "--seeds", "2", "--out", str(tmp_path / "vae")]) == 2
-    assert "--seeds does not apply to bias-correction" in capsys.readouterr().err
+    # their own loops: --sequential (and --seeds for toys) would be silently ignored, so they are refused first
+    assert main(["run", "bias-correction", "--seeds", "2", "--sequential", "--out", str(tmp_path / "vae")]) == 2
+    assert "--sequential does not apply to bias-correction" in capsys.readouterr().err
     assert main(["run", "toys", "--sequential", "--out", str(tmp_path / "toys")]) == 2
     assert "--sequential does not apply to toys" in capsys.readouterr().err
     assert not (tmp_path / "vae").exists() and not (tmp_path / "toys").exists()

@@ -59,3 +59,23 @@ def test_verdicts_of_an_experiment_and_their_lines():
     lines = describe_verdicts(found)
     assert lines[0] == "claim adam < sgd: measured adam < sgd, mean d = -0.36 ± 0.01 (s.d., 3 seeds, 2 epochs): holds"
     assert lines[1].endswith("does not hold") and not math.isnan(found[0]["sd_d"])
+
+
+def test_bias_correction_judges_grid_points_by_the_same_rule():
+    from adaptix.experiments.vae_bias_correction import verdict, worse
+
+    assert worse([110.0, 112.0, 111.0], [100.0, 101.0, 100.5], 1.1)  # +10.5 ± 0.5: worse by the paired rule
+    assert not worse([110.0, 90.0, 111.0], [100.0, 101.0, 100.5], 1.1)  # +3 ± 12: within the spread
+    assert worse([111.0], [100.0], 1.1) and not worse([109.0], [100.0], 1.1)  # one seed: the 1.1x rule
+    assert worse([math.inf, 100.0], [100.0, 100.0], 1.1) and not worse([math.inf], [math.inf], 1.1)
+    assert not worse([100.0], [math.inf], 1.1)
+
+    def record(b2, corrected, seed, early):
+        return {"beta1": 0.9, "beta2": b2, "learning_rate": 1e-3, "bias_correction": corrected, "seed": seed,
+                "loss": {"early": early, "late": early}}
+
+    runs = [record(b2, c, s, 100.0 + s + (30.0 if (b2, c) == (0.9999, False) else 0.0))
+            for b2 in (0.99, 0.9999) for c in (True, False) for s in range(3)]
+    found = verdict(runs, (0.99, 0.9999))
+    assert found["per_beta2"]["0.9999"]["worse"] == 1 and found["per_beta2"]["0.99"]["worse"] == 0
+    assert found["claim_holds"] and found["rule"] == "paired over 3 seeds, mean difference > 2 s.d."

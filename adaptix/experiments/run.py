@@ -127,8 +127,8 @@ def run_experiment(
     every iteration. An experiment with its own ``runner`` gets these options as a :class:`RunOptions`.
 
     Every option is checked and ``out`` created and proven writable before any work (a
-    ``ValueError`` names the option). Nothing finished is lost: once the data is loaded
-    ``out/run.json`` records the options, ``results.json`` and
+    ``ValueError`` names the option). Nothing finished is lost: ``out/run.json`` records the
+    options first (removed again if the run fails before training, on missing data), ``results.json`` and
     the figure are rewritten after each optimizer, and SIGINT or SIGTERM stops the run with
     :class:`RunInterrupted` once what finished is saved. ``checkpoint_every=k`` also saves every
     training's state every ``k`` epochs (Orbax, in ``out/checkpoints``, removed when the run is
@@ -148,11 +148,15 @@ def run_experiment(
     check_options(options)
     registry.check_accepts(experiment, options)
     created = writable_directory("--out", options.out)  # before any work: a run never finds out at its end
+    if options.resume is None:
+        _write_run_json(experiment, options)  # what --resume reads back
     runner = experiment.runner if experiment.runner is not None else _compare
     try:
         with sigterm_interrupts():
             return runner(experiment, options)
     except (ValueError, FileNotFoundError):  # missing data, say: leave no empty output directory behind
+        if options.resume is None:
+            (options.out / "run.json").unlink(missing_ok=True)
         remove_created(options.out, created)
         raise
 
@@ -171,7 +175,6 @@ def _compare(experiment: registry.Experiment, options: RunOptions) -> dict:
     load_seconds = time.perf_counter() - t0
     if options.resume is None:
         progress.clear()  # a fresh run never continues what an older run left in the same directory
-        _write_run_json(experiment, options)
     runs = []
 
     def results(complete: bool) -> dict:

@@ -12,8 +12,10 @@ two corrections::
 and reports the training loss (negative ELBO, nats per image) after a short
 ("early") and a longer ("late") budget, as the paper's Figure 4 does after 10
 and 100 epochs. The paper's claim: without correction, ``beta2`` close to 1
-(0.9999) is unstable in the first iterations, because ``v_t`` starts near zero
-and the first steps are up to ``sqrt(1 / (1 - beta2))`` = 100 times too large.
+(0.9999) is unstable in the first iterations, because ``v_t`` starts near zero:
+the first uncorrected step is ``(1 - beta1) / sqrt(1 - beta2)`` times the
+corrected one, 100 times at ``beta1 = 0`` and 10 times at ``beta1 = 0.9``
+(``beta2 = 0.9999``).
 
 Each grid point is one jitted ``lax.scan`` over the whole run, with
 ``(beta1, beta2, step size)`` passed as traced values into the optimizer, so
@@ -24,17 +26,24 @@ experiment applies the transformations with ``init``/``update`` and
 ``optax.apply_updates`` on the split ``nnx`` state (the model is an ``nnx``
 module, merged inside the loss) instead of through ``nnx.Optimizer``.
 
-The paper's VAE has 500 hidden units and 50 latent dimensions and reports the
-loss after 10 and 100 epochs; to fit a 2-core CPU this one has 200 and 20 and
-reports it after 1 and 3 epochs (``--quick``: 100 and 10, 30 and 150
-iterations on 19,200 images, a 2 x 2 x 2 grid).
+The default budget is the paper's: 500 hidden units, 50 latent dimensions,
+``beta1`` in {0, 0.9}, ``beta2`` in {0.99, 0.999, 0.9999}, ``log10(step size)``
+from -5 to -1 in steps of 0.5, the loss read after 10 and 100 epochs. That is
+54 grid points x 2 variants x 100 epochs per seed, far beyond a 2-core CPU:
+``--epochs 10`` reads both checkpoints after 10 epochs (about an hour per seed
+there). ``--seeds N`` repeats the grid from N seeds (initialisation, minibatch
+order, noise) and the verdict uses the project's rule
+(:mod:`~adaptix.experiments.verdicts`) per grid point; ``--quick``: 100 and 10
+units, 30 and 150 iterations on 19,200 images, a 2 x 2 x 2 grid.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +61,7 @@ from adaptix.experiments.interrupts import RunInterrupted, signal_of
 from adaptix.experiments.models import VAE
 from adaptix.experiments.optimizers import adam_without_bias_correction
 from adaptix.experiments.options import RunOptions
-from adaptix.experiments.results import format_table, save
+from adaptix.experiments.results import format_table, save, write_results
 
 CLAIM = ("Without bias correction, beta2 close to 1 (0.9999) becomes unstable early; with it, Adam is stable for "
          "every beta2")
@@ -95,15 +104,18 @@ def _log_grid(lo: float, hi: float, n: int) -> tuple[float, ...]:
 
 
 # One epoch of the 60,000 training images is 468 iterations of 128.
-FULL = Budget(beta1=(0.0, 0.9), beta2=(0.99, 0.999, 0.9999), step_sizes=_log_grid(-4, -1.5, 6),
-              early=468, late=3 * 468, hidden=200, latent=20)
+FULL = Budget(beta1=(0.0, 0.9), beta2=(0.99, 0.999, 0.9999), step_sizes=_log_grid(-5, -1, 9),
+              early=10 * 468, late=100 * 468, hidden=500, latent=50)
 QUICK = Budget(beta1=(0.0, 0.9), beta2=(0.99, 0.9999), step_sizes=(1e-3, 1e-2),
                early=30, late=150, hidden=100, latent=10, train_size=19200)
 
 
-def _train_variant(corrected: bool, budget: Budget, x_train: np.ndarray, *, seed: int,
-                   bar: tqdm | None = None) -> tuple[np.ndarray, float, float]:
-    """Trains every grid point of one variant; returns losses ``(iterations, grid points)``, compile and total seconds.
+def _train_variant(corrected: bool, budget: Budget, x_train: np.ndarray, *, seed: int, bar: tqdm | None = None,
+                   skip: frozenset[int] = frozenset(),
+                   on_point: Callable[[int, np.ndarray], None] | None = None) -> tuple[float, float]:
+    """Trains every grid point of one variant but those in ``skip``; ``on_point(j, losses)`` gets each as it ends.
+
+    Returns the compile and the total seconds.
 
     One jitted ``lax.scan`` runs a whole grid point; ``beta1``, ``beta2`` and the step size are
     traced arguments, so the variant compiles once. (Running the grid points one after the other
@@ -141,18 +153,21 @@ def _train_variant(corrected: bool, budget: Budget, x_train: np.ndarray, *, seed
         return losses
 
     start = time.perf_counter()
-    compile_seconds = 0.0
-    losses = []
-    for i, (b1, b2, lr) in enumerate(grid):
+    compile_seconds, compiled = 0.0, None
+    for j, (b1, b2, lr) in enumerate(grid):
+        if j in skip:
+            continue
         args = (params0, x_device, batches, noise_key, *(jnp.float32(v) for v in (b1, b2, lr)))
-        if i == 0:
+        if compiled is None:
             t0 = time.perf_counter()
             compiled = train_one.lower(*args).compile()
             compile_seconds = time.perf_counter() - t0
-        losses.append(np.asarray(compiled(*args)))
+        losses = np.asarray(compiled(*args))
+        if on_point is not None:
+            on_point(j, losses)
         if bar is not None:
             bar.update()
-    return np.stack(losses, axis=1), compile_seconds, time.perf_counter() - start
+    return compile_seconds, time.perf_counter() - start
 
 
 def checkpoint_loss(losses: np.ndarray, iteration: int) -> float:
@@ -174,43 +189,81 @@ def _block_means(losses: np.ndarray, every: int) -> list[float]:
     return out
 
 
+Point = tuple[float, float, float, bool]  # (beta1, beta2, step size, bias_correction)
+
+
+def losses_by_point(runs: list[dict], checkpoint: str) -> dict[Point, list[float]]:
+    """Each grid point's loss at ``checkpoint``, one per seed in seed order (``inf`` where a seed diverged)."""
+    out: dict[Point, list[float]] = {}
+    for r in sorted(runs, key=lambda r: r.get("seed", 0)):
+        key = (r["beta1"], r["beta2"], r["learning_rate"], r["bias_correction"])
+        out.setdefault(key, []).append(r["loss"][checkpoint])
+    return out
+
+
+def mean_loss(values: list[float]) -> float:
+    """The mean over seeds; inf when a seed diverged."""
+    return float(np.mean(values)) if all(math.isfinite(v) for v in values) else math.inf
+
+
+def worse(a: list[float], b: list[float], factor: float) -> bool:
+    """Whether the losses ``a`` are worse than ``b`` (paired by seed).
+
+    With several seeds, the project's rule (:mod:`~adaptix.experiments.verdicts`): the mean of
+    ``a - b`` exceeds twice its s.d. across seeds. With one seed, ``a > factor * b``. A diverged
+    ``a`` is worse unless ``b`` diverged too; a diverged ``b`` is never beaten by a finite ``a``.
+    """
+    a_ok, b_ok = all(math.isfinite(v) for v in a), all(math.isfinite(v) for v in b)
+    if not a_ok or not b_ok:
+        return not a_ok and b_ok
+    if len(a) == 1:
+        return a[0] > factor * b[0]
+    d = np.subtract(a, b)
+    return bool(d.mean() > 2 * d.std(ddof=1))
+
+
 def verdict(runs: list[dict], beta2: tuple[float, ...], checkpoint: str = "early", factor: float = 1.1) -> dict:
-    """Does the claim hold at ``checkpoint``? Both halves are checked on the grid.
+    """Does the claim hold at ``checkpoint``? Both halves are checked on the grid, by :func:`worse`.
 
     *Unstable without correction*: the grid points (beta1, step size) where the loss without
-    correction exceeds ``factor`` times the loss with it, or diverged, are more numerous at the
-    largest beta2 than at the smallest. *Stable with correction*: at every (beta1, step size) the
-    corrected loss at the largest beta2 is within ``factor`` of the one at the smallest (where that
-    one diverged too, the step size is simply too large). ``best_*`` (the lowest loss over the
-    grid) and ``max_ratio`` are reported too.
+    correction is worse than with it are more numerous at the largest beta2 than at the smallest.
+    *Stable with correction*: at no (beta1, step size) is the corrected loss at the largest beta2
+    worse than at the smallest (where that one diverged too, the step size is simply too large).
+    ``best_*`` (the lowest mean loss over the grid) and ``max_ratio`` (of the means) are reported too.
     """
-    loss = {(r["beta1"], r["beta2"], r["learning_rate"], r["bias_correction"]): r["loss"][checkpoint] for r in runs}
+    loss = losses_by_point(runs, checkpoint)
     points = sorted({(b1, lr) for b1, _, lr, _ in loss})
     table = {}
     for b2 in beta2:
         pairs = [(loss[(b1, b2, lr, True)], loss[(b1, b2, lr, False)]) for b1, lr in points]
+        means = [(mean_loss(w), mean_loss(wo)) for w, wo in pairs]
         table[f"{b2:g}"] = {
-            "worse": sum(1 for w, wo in pairs if not wo <= factor * w),
+            "worse": sum(1 for w, wo in pairs if worse(wo, w, factor)),
             "points": len(pairs),
-            "best_with_correction": min(w for w, _ in pairs),
-            "best_without_correction": min(wo for _, wo in pairs),
-            "max_ratio": max((wo / w for w, wo in pairs if math.isfinite(w)), default=math.nan),
+            "best_with_correction": min(w for w, _ in means),
+            "best_without_correction": min(wo for _, wo in means),
+            "max_ratio": max((wo / w for w, wo in means if math.isfinite(w)), default=math.nan),
         }
     lo, hi = min(beta2), max(beta2)
     unstable = table[f"{hi:g}"]["worse"] > table[f"{lo:g}"]["worse"]
-    # a step size too large for every beta2 (diverged at the smallest too) says nothing about beta2
-    stable = all(loss[(b1, hi, lr, True)] <= factor * loss[(b1, lo, lr, True)] for b1, lr in points)
-    return {"checkpoint": checkpoint, "factor": factor, "per_beta2": table,
+    stable = not any(worse(loss[(b1, hi, lr, True)], loss[(b1, lo, lr, True)], factor) for b1, lr in points)
+    seeds = len(next(iter(loss.values()))) if loss else 0
+    rule = f"paired over {seeds} seeds, mean difference > 2 s.d." if seeds > 1 else f"one seed, > {factor:g}x"
+    return {"checkpoint": checkpoint, "factor": factor, "rule": rule, "per_beta2": table,
             "unstable_without_correction": bool(unstable), "stable_with_correction": bool(stable),
             "claim_holds": bool(unstable and stable)}
 
 
-def run(*, data_dir: Path | None = None, out: Path = Path("runs/bias-correction"), seed: int = 0, quick: bool = False,
-        epochs: int | None = None, progress: bool | None = None, loss_every: int | None = None) -> dict:
-    """Runs both variants over the grid; writes ``results.json`` and ``bias-correction.png`` to ``out``.
+def run(*, data_dir: Path | None = None, out: Path = Path("runs/bias-correction"), seed: int = 0, seeds: int = 1,
+        quick: bool = False, epochs: int | None = None, progress: bool | None = None,
+        loss_every: int | None = None, resume: bool = False) -> dict:
+    """Runs both variants over the grid from ``seeds`` seeds; writes ``results.json`` and ``bias-correction.png``.
 
     ``epochs`` replaces the late budget (``epochs`` passes over the training images); the early
-    checkpoint stays at one epoch (or the quick budget's), capped at the late one.
+    checkpoint stays at the budget's (10 epochs, or the quick budget's), capped at the late one.
+    ``results.json`` is rewritten after every grid point and the figure after each (seed,
+    variant), so an interrupt keeps every point that finished; ``resume`` continues the run in
+    ``out`` (same options) from its ``results.json``, training only the points it lacks.
     """
     budget = QUICK if quick else FULL
     t0 = time.perf_counter()
@@ -218,20 +271,47 @@ def run(*, data_dir: Path | None = None, out: Path = Path("runs/bias-correction"
     x_train = mnist.train.x
     if budget.train_size is not None:
         x_train = x_train[np.sort(np.random.default_rng(seed).permutation(len(x_train))[: budget.train_size])]
-    load_seconds = time.perf_counter() - t0
     if epochs is not None:
         if epochs < 1:
             raise ValueError(f"--epochs must be >= 1, got {epochs}")
         late = epochs * (len(x_train) // budget.batch_size)
         budget = dataclasses.replace(budget, late=late, early=min(budget.early, late))
     every = loss_every if loss_every and loss_every > 1 else max(1, budget.late // 250)
+    results = _setup(budget, x_train, seed, seeds, quick, every)
+    if resume:
+        results = _resumed(results, out)
+    results["seconds"]["load"] = time.perf_counter() - t0
+    runs, total = results["runs"], 2 * len(budget.points) * seeds
+    disable = None if progress is None else not progress  # None: only on a terminal
+    bar = tqdm(total=total, initial=len(runs), desc="bias-correction grid points", disable=disable, leave=False)
+    try:
+        for s in range(seed, seed + seeds):
+            for corrected in (True, False):
+                bar.set_postfix(seed=s, variant="with correction" if corrected else "without correction")
+                _variant_runs(corrected, budget, x_train, s, bar, results, every, out, t0)
+                results["complete"] = len(runs) == total
+                if not results["complete"]:
+                    save(results, out, plot)
+    except KeyboardInterrupt as stop:
+        raise RunInterrupted(f"bias-correction stopped with {len(runs)} of {total} grid points done, saved in {out}; "
+                             f"continue with: adaptix-experiments run bias-correction --resume {out}",
+                             signal_of(stop)) from None
+    finally:
+        bar.close()
+    results["verdict"] = {c: verdict(runs, budget.beta2, c) for c in ("early", "late")}
+    results["claim_holds"] = results["verdict"]["early"]["claim_holds"]
+    results["wall_seconds"] = time.perf_counter() - t0
+    return save(results, out, plot)
 
-    runs, timing = [], {"load": load_seconds}
-    results = {
+
+def _setup(budget: Budget, x_train: np.ndarray, seed: int, seeds: int, quick: bool, every: int) -> dict:
+    """The ``results.json`` of a run before any grid point: the model, the grid, the budget; no runs yet."""
+    return {
         "experiment": "bias-correction",
         "description": DESCRIPTION,
         "claim": CLAIM,
         "seed": seed,
+        "seeds": list(range(seed, seed + seeds)),
         "quick": quick,
         "model": f"VAE 784-{budget.hidden}-{budget.latent}-{budget.hidden}-784, softplus, Bernoulli decoder",
         "loss": "negative ELBO (nats per image), mean minibatch training loss over the last tenth before a checkpoint",
@@ -243,52 +323,60 @@ def run(*, data_dir: Path | None = None, out: Path = Path("runs/bias-correction"
         "checkpoints": {"early": budget.early, "late": budget.late},
         "initial_loss": None,
         "curve_every": every,
-        "seconds": timing,
-        "complete": False,  # true once both variants ran; the verdict is given then
-        "runs": runs,
+        "seconds": {},
+        "complete": False,  # true once every seed and variant ran; the verdict is given then
+        "runs": [],
     }
-    disable = None if progress is None else not progress  # None: only on a terminal
-    bar = tqdm(total=2 * len(budget.points), desc="bias-correction grid points", disable=disable, leave=False)
-    try:
-        for corrected in (True, False):
-            bar.set_postfix(variant="with correction" if corrected else "without correction")
-            runs += _variant_runs(corrected, budget, x_train, seed, bar, timing, every, results)
-            results["complete"] = not corrected
-            if corrected:
-                results["wall_seconds"] = time.perf_counter() - t0
-                save(results, out, plot)
-    except KeyboardInterrupt as stop:
-        raise RunInterrupted(f"bias-correction stopped with {len(runs)} of {2 * len(budget.points)} grid points "
-                             f"done{', saved in ' + str(out) if runs else ''}; run it again to redo the rest",
-                             signal_of(stop)) from None
-    finally:
-        bar.close()
-    results["verdict"] = {c: verdict(runs, budget.beta2, c) for c in ("early", "late")}
-    results["claim_holds"] = results["verdict"]["early"]["claim_holds"]
-    results["wall_seconds"] = time.perf_counter() - t0
-    return save(results, out, plot)
 
 
-def _variant_runs(corrected: bool, budget: Budget, x_train: np.ndarray, seed: int, bar, timing: dict, every: int,
-                  results: dict) -> list[dict]:
-    """Every grid point of one variant as run records; its times go into ``timing``, the first loss into ``results``."""
-    losses, compile_s, total_s = _train_variant(corrected, budget, x_train, seed=seed, bar=bar)
-    timing["with correction" if corrected else "without correction"] = {"compile": compile_s, "total": total_s}
-    results["initial_loss"] = float(np.median(losses[0]))
-    return [{
-        "beta1": b1, "beta2": b2, "learning_rate": lr, "bias_correction": corrected,
-        "loss": {"early": checkpoint_loss(losses[:, j], budget.early),
-                 "late": checkpoint_loss(losses[:, j], budget.late)},
-        "diverged_at": _first_nonfinite(losses[:, j]),
-        "curve": _block_means(losses[:, j], every),
-    } for j, (b1, b2, lr) in enumerate(budget.points)]
+def _variant_runs(corrected: bool, budget: Budget, x_train: np.ndarray, seed: int, bar, results: dict,
+                  every: int, out: Path, t0: float) -> None:
+    """Every grid point of one variant from ``seed`` that ``results`` lacks, appended to it as it ends.
+
+    ``results.json`` is rewritten after each point; the seconds are added to ``results``.
+    """
+    done = {r["grid_point"] for r in results["runs"] if r["seed"] == seed and r["bias_correction"] == corrected}
+
+    def keep(j: int, losses: np.ndarray) -> None:
+        b1, b2, lr = budget.points[j]
+        if results["initial_loss"] is None:
+            results["initial_loss"] = float(losses[0])
+        results["runs"].append({
+            "beta1": b1, "beta2": b2, "learning_rate": lr, "bias_correction": corrected, "seed": seed,
+            "grid_point": j,
+            "loss": {"early": checkpoint_loss(losses, budget.early), "late": checkpoint_loss(losses, budget.late)},
+            "diverged_at": _first_nonfinite(losses),
+            "curve": _block_means(losses, every),
+        })
+        results["wall_seconds"] = time.perf_counter() - t0
+        write_results(results, out / "results.json")
+
+    compile_s, total_s = _train_variant(corrected, budget, x_train, seed=seed, bar=bar, skip=frozenset(done),
+                                        on_point=keep)
+    timing = results["seconds"].setdefault("with correction" if corrected else "without correction",
+                                           {"compile": 0.0, "total": 0.0})
+    timing["compile"] += compile_s
+    timing["total"] += total_s
+
+
+def _resumed(fresh: dict, out: Path) -> dict:
+    """``fresh`` (the setup of this run) with the grid points and seconds of the interrupted run in ``out``."""
+    path = Path(out) / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: {out} holds no results.json of bias-correction to continue")
+    before = from_json(json.loads(path.read_text()))
+    setup = ("model", "beta1", "beta2", "step_sizes", "checkpoints", "seeds", "train_size")
+    if any(before.get(k) != fresh[k] for k in setup):
+        raise ValueError(f"--resume: the run in {out} has another grid or budget than this one")
+    return {**fresh, "runs": before["runs"], "seconds": before["seconds"], "initial_loss": before["initial_loss"]}
 
 
 def run_experiment(experiment, options: RunOptions) -> dict:
     """The command line's entry point (see ``registry.Experiment.runner``)."""
     del experiment
-    return run(data_dir=options.data_dir, out=options.out, seed=options.seed, quick=options.quick,
-               epochs=options.epochs, progress=options.progress, loss_every=options.loss_every)
+    return run(data_dir=options.data_dir, out=options.out, seed=options.seed, seeds=options.seeds,
+               quick=options.quick, epochs=options.epochs, progress=options.progress, loss_every=options.loss_every,
+               resume=options.resume is not None)
 
 
 def from_json(results: dict) -> dict:
@@ -303,8 +391,8 @@ def summary(results: dict) -> str:
     """Loss at both checkpoints per grid point, with and without correction."""
     lines = [f"bias-correction: {results['model']}, {results['train_size']} train images, batch "
              f"{results['batch_size']}, checkpoints at {results['checkpoints']['early']} and "
-             f"{results['checkpoints']['late']} iterations, seed {results['seed']}"]
-    by_key = {(r["beta1"], r["beta2"], r["learning_rate"], r["bias_correction"]): r for r in results["runs"]}
+             f"{results['checkpoints']['late']} iterations, {_seeds_text(results)}"]
+    loss = {c: {k: mean_loss(v) for k, v in losses_by_point(results["runs"], c).items()} for c in ("early", "late")}
 
     def cell(v: float) -> str:
         return "diverged" if not math.isfinite(v) else f"{v:.1f}"
@@ -313,13 +401,14 @@ def summary(results: dict) -> str:
     for b2 in results["beta2"]:
         for b1 in results["beta1"]:
             for lr in results["step_sizes"]:
-                w, wo = by_key[(b1, b2, lr, True)], by_key[(b1, b2, lr, False)]
-                rows.append([f"{b2:g}", f"{b1:g}", f"{lr:.3g}", cell(w["loss"]["early"]), cell(wo["loss"]["early"]),
-                             cell(w["loss"]["late"]), cell(wo["loss"]["late"])])
+                cells = [cell(loss[c][(b1, b2, lr, corrected)]) for c in ("early", "late")
+                         for corrected in (True, False)]
+                rows.append([f"{b2:g}", f"{b1:g}", f"{lr:.3g}", *cells])
     lines.append(format_table(rows, left_columns=0))
     for c, v in results["verdict"].items():
         per = ", ".join(f"beta2={b2}: {d['worse']}/{d['points']} worse" for b2, d in v["per_beta2"].items())
-        lines.append(f"{c}: grid points where no correction is > {v['factor']:g}x worse: {per}")
+        rule = v.get("rule", f"one seed, > {v['factor']:g}x")
+        lines.append(f"{c}: grid points where no correction is worse ({rule}): {per}")
     lines.append("seconds: " + ", ".join(
         f"{k} {v:.1f}" if not isinstance(v, dict) else f"{k} {v['total']:.1f} (compile {v['compile']:.1f})"
         for k, v in results["seconds"].items()))
@@ -331,6 +420,11 @@ def summary(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _seeds_text(results: dict) -> str:
+    seeds = results.get("seeds") or [results["seed"]]
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]} (means)"
+
+
 def plot(results: dict, path: Path) -> None:
     """Figure 4 of the paper: loss against the step size (log axis), one panel per beta2, a row per checkpoint."""
     import matplotlib
@@ -340,7 +434,8 @@ def plot(results: dict, path: Path) -> None:
 
     beta2, checkpoints = results["beta2"], results["checkpoints"]
     fig, axes = plt.subplots(2, len(beta2), figsize=(max(7.2, 3.6 * len(beta2)), 6.6), dpi=110, squeeze=False)
-    values = [r["loss"][c] for r in results["runs"] for c in checkpoints]
+    loss = {c: {k: mean_loss(v) for k, v in losses_by_point(results["runs"], c).items()} for c in checkpoints}
+    values = [v for by_point in loss.values() for v in by_point.values()]
     finite = [v for v in values if math.isfinite(v)] or [results["initial_loss"]]
     low = min(finite)
     # the top of the chart: diverged runs are drawn there as x, finite losses above it as ^
@@ -352,10 +447,8 @@ def plot(results: dict, path: Path) -> None:
             ax = axes[row, col]
             for b1 in results["beta1"]:
                 for corrected in (True, False):
-                    rs = sorted((r for r in results["runs"] if r["beta2"] == b2 and r["beta1"] == b1
-                                 and r["bias_correction"] == corrected), key=lambda r: r["learning_rate"])
-                    x = np.array([r["learning_rate"] for r in rs])
-                    y = np.array([r["loss"][name] for r in rs])
+                    x = np.array(sorted(lr for b1_, b2_, lr, c in loss[name] if (b1_, b2_, c) == (b1, b2, corrected)))
+                    y = np.array([loss[name][(b1, b2, lr, corrected)] for lr in x])
                     diverged, above = ~np.isfinite(y), np.isfinite(y) & (y > ceiling)
                     y = np.where(diverged | above, ceiling, y)
                     color, ls = styles.get((corrected, b1), ("tab:gray", ":"))
@@ -372,7 +465,7 @@ def plot(results: dict, path: Path) -> None:
             ax.set_ylabel("training loss (−ELBO, nats)")
     axes[0, 0].legend(fontsize=6.5)
     fitted_title(fig, f"Adam with (red) and without (green) bias correction; {results['model']}; "
-                 f"× = diverged, ^ = off the chart", fontsize=9)
+                 f"{_seeds_text(results)}; × = diverged, ^ = off the chart", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
