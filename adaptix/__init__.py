@@ -94,6 +94,7 @@ from adaptix._second_moment import (
     scale_by_rss,
     scale_by_stddev,
 )
+from adaptix._shard import shard_state
 
 # Primitives: step sizes learned from the run (AdaDelta, Rprop, AdaBayes's filter).
 from adaptix._step_size import ScaleByRpropState, ScaleByUpdateRmsState, scale_by_rprop, scale_by_update_rms
@@ -109,7 +110,7 @@ __all__ = [
     "scale_by_posterior_variance", "scale_by_posterior_variance_fp",
     "scale", "scale_by_learning_rate", "add_decayed_weights", "scale_by_sign", "clip_by_sign",
     # Combinators and conversions.
-    "chain", "packed", "inject_hyperparams", "from_optax", "to_optax",
+    "chain", "packed", "inject_hyperparams", "from_optax", "to_optax", "shard_state",
     # Research tools: what the theory reasons with, as code.
     "diagnostics", "read_diagnostics", "read_diagnostics_history", "scale_hyperparameters", "sqrt_scaling",
     "linear_scaling", "implied_weight_decay",
