@@ -77,6 +77,9 @@ from adaptix._fullmatrix import ScaleByFullMatrixRssState, full_matrix_adagrad, 
 from adaptix._inject import Hyperparams, inject_hyperparams
 from adaptix._packed import PackedState, packed
 
+# Storage: moments in 8-bit codes by blocks.
+from adaptix._quantized import Quantized, QuantizedArray, dequantize, quantized
+
 # Primitives: stateless rescalings (learning rate, weight decay, signs).
 from adaptix._scale import add_decayed_weights, clip_by_sign, scale, scale_by_learning_rate, scale_by_sign
 
@@ -111,6 +114,8 @@ __all__ = [
     "scale", "scale_by_learning_rate", "add_decayed_weights", "scale_by_sign", "clip_by_sign",
     # Combinators and conversions.
     "chain", "packed", "inject_hyperparams", "from_optax", "to_optax", "shard_state",
+    # Storage of moments: 8-bit codes by blocks, accepted as any mu_dtype / nu_dtype / accumulator_dtype.
+    "quantized", "dequantize", "Quantized", "QuantizedArray",
     # Research tools: what the theory reasons with, as code.
     "diagnostics", "read_diagnostics", "read_diagnostics_history", "scale_hyperparameters", "sqrt_scaling",
     "linear_scaling", "implied_weight_decay",

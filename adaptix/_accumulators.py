@@ -4,7 +4,7 @@ Every moment a stage keeps (an EMA of the gradient, of its square, a running
 sum or maximum) is updated by one helper, :func:`update_moment`: the stored
 leaf is widened to the working precision (the wider of its dtype and the
 incoming one), the stage's per-leaf rule gives the new value, which is
-rounded to the stored dtype and used as stored. The rules of the library are
+rounded to the stored dtype (or quantized, :func:`adaptix.quantized`) and used as stored. The rules of the library are
 :func:`ema_rule` and :func:`ema_of_squares_rule`; :func:`debias` undoes the
 zero-initialisation bias of an EMA. :func:`moment_sqrt` is the square root of a second moment,
 with a derivative that stays finite where the moment is still 0 (safe meta-gradients).
@@ -18,7 +18,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from adaptix._tree import abs_sq, cast_like, map_state, real_dtype_of
+from adaptix._quantized import READ_DTYPE, _read, dequantize, is_quantized
+from adaptix._tree import abs_sq, map_state, real_dtype_of, stored_as
 
 #: ``rule(stored, incoming) -> new``: one leaf's update, ``stored`` already in the working precision.
 Rule = Callable[[jax.Array, jax.Array], jax.Array]
@@ -67,13 +68,15 @@ def power(decay: Any, count: jax.Array, dtype: jnp.dtype) -> jax.Array:
     return jnp.asarray(decay, dtype) ** count.astype(dtype)
 
 
-def widened(stored: jax.Array, incoming: jax.Array) -> jax.Array:
+def widened(stored: Any, incoming: jax.Array) -> jax.Array:
     """A stored state leaf in the wider of its dtype and the incoming leaf's.
 
     A moment kept in a narrow ``accumulator_dtype`` (bfloat16) is updated in
     the incoming gradient's precision and only rounded when stored again;
-    ``decay * stored`` in bfloat16 would add a rounding error per step.
+    ``decay * stored`` in bfloat16 would add a rounding error per step. A quantized leaf is read
+    in float32 first (:func:`adaptix.dequantize`).
     """
+    stored = dequantize(stored)
     incoming_dtype = jnp.result_type(incoming)
     if not jnp.issubdtype(stored.dtype, jnp.complexfloating):
         incoming_dtype = real_dtype_of(incoming_dtype)  # a real moment of complex gradients stays real
@@ -87,9 +90,27 @@ def as_stored(tree: Any, state_tree: Any) -> Any:
     the state alone determines the step. This also keeps XLA from copying the
     old moment: a step that read both the old narrow buffer (to recompute the
     wide moment) and wrote the new one in place would need a full-size copy.
-    A no-op when the dtypes agree.
+    A no-op when the dtypes agree. A quantized state leaf quantizes the leaf and reads it back.
     """
-    return jax.tree.map(lambda x, s: x.astype(jnp.result_type(s)).astype(x.dtype), tree, state_tree)
+    return jax.tree.map(lambda x, s: _stored(x, s).moment, tree, state_tree)
+
+
+class _Stored:
+    """One leaf's new value to compute with (``moment``, as stored) and to store (``kept``); a pytree leaf."""
+
+    __slots__ = ("moment", "kept")
+
+    def __init__(self, moment: Any, kept: Any):
+        self.moment, self.kept = moment, kept
+
+
+def _stored(new: Any, stored: Any) -> _Stored:
+    """``new`` stored as ``stored`` is, and read back in ``new``'s dtype (a stored leaf is read as it is)."""
+    if is_quantized(stored):
+        kept = stored_as(new, stored)
+        return _Stored(_read(kept).astype(READ_DTYPE if is_quantized(new) else new.dtype), kept)
+    moment = new.astype(stored.dtype).astype(new.dtype)
+    return _Stored(moment, moment.astype(stored.dtype))
 
 
 def update_moment(rule: Rule, incoming: Any, stored: Any) -> tuple[Any, Any]:
@@ -100,11 +121,12 @@ def update_moment(rule: Rule, incoming: Any, stored: Any) -> tuple[Any, Any]:
 
     Returns:
       ``(moment, new_stored)``: the moment to compute with, in the working
-      precision but rounded as stored (:func:`as_stored`), and the leaves to
-      store, in the stored dtypes.
+      precision but rounded as stored (:func:`as_stored`; read back from its codes where the
+      moment is quantized), and the leaves to store, in the stored dtypes.
     """
-    moment = as_stored(map_state(lambda x, s: rule(widened(s, x), x), incoming, stored), stored)
-    return moment, cast_like(moment, stored)
+    new = map_state(lambda x, s: rule(widened(s, x), x), incoming, stored)
+    pairs = jax.tree.map(_stored, new, stored, is_leaf=is_quantized)
+    return jax.tree.map(lambda p: p.moment, pairs), jax.tree.map(lambda p: p.kept, pairs)
 
 
 def ema_rule(decay: Any) -> Rule:

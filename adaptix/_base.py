@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from adaptix._quantized import lift_boxes, lower_boxes
+
 Params = Any
 ScalarOrSchedule = float | jax.Array | Callable[[jax.Array], jax.Array]
 
@@ -104,7 +106,8 @@ def stage(owner: str, init: Callable, update: Callable, *, stateless: bool = Fal
     def checked_update(updates, state, params=None, **extra):
         if state is None:
             raise missing_state_error(owner)
-        return update(updates, state, params, **extra)
+        out, new_state = update(updates, lower_boxes(state), params, **extra)
+        return out, lift_boxes(new_state)
 
     return Transformation(init, checked_update)
 
@@ -125,7 +128,8 @@ def counted(owner: str, init: Callable, update: Callable) -> CountedTransformati
         if state is None:
             raise missing_state_error(owner)
         if chain_step is not None:
-            return update(updates, state, params, chain_step=chain_step, **extra)
+            out, new_state = update(updates, lower_boxes(state), params, chain_step=chain_step, **extra)
+            return out, lift_boxes(new_state)
         if not isinstance(state, CountedState):
             raise ValueError(
                 f"{owner}: expected the CountedState(count, inner_state) that init(params) returns, got "
@@ -133,8 +137,8 @@ def counted(owner: str, init: Callable, update: Callable) -> CountedTransformati
                 "chain (which keeps the step counter and hands chain_step to its stages)?"
             )
         step = safe_increment(state.count)
-        updates, inner = update(updates, state.inner_state, params, chain_step=step, **extra)
-        return updates, CountedState(count=step, inner_state=inner)
+        updates, inner = update(updates, lower_boxes(state.inner_state), params, chain_step=step, **extra)
+        return updates, CountedState(count=step, inner_state=lift_boxes(inner))
 
     return CountedTransformation(counted_init, counted_update)
 

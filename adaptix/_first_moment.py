@@ -11,6 +11,7 @@ from adaptix import _validate as v
 from adaptix._accumulators import debias as debiased
 from adaptix._accumulators import ema_of, ema_rule, for_leaf, power, scalar_dtype, update_moment, working
 from adaptix._base import CountedTransformation, EmptyState, Transformation, counted, safe_increment, stage
+from adaptix._quantized import check_storage
 from adaptix._tree import cast_like, cast_to_result, check_matches_state, map_updates, tree_zeros_like
 
 
@@ -49,9 +50,10 @@ def trace(
       decay: :math:`\beta \in [0, 1]`; 1 makes the plain trace a running sum.
       nesterov: output the Nesterov look-ahead instead of the trace.
       ema: weight the input by :math:`1-\beta` (an EMA) instead of 1 (a trace).
-      accumulator_dtype: dtype of the stored trace (e.g. ``jnp.bfloat16``);
-        ``None`` keeps the parameters' dtype. The new trace is computed in the
-        wider of this and the input's dtype, rounded once, and used as stored.
+      accumulator_dtype: dtype of the stored trace (e.g. ``jnp.bfloat16``), or
+        :func:`adaptix.quantized` (8-bit codes, signed map); ``None`` keeps the
+        parameters' dtype. The new trace is computed in the wider of this and the
+        input's dtype (float32 for codes), rounded once (quantized), and used as stored.
 
     Example:
       >>> import jax.numpy as jnp, adaptix
@@ -74,7 +76,7 @@ def trace(
     v.check_decay(owner, "decay", decay)
     v.check_bool(owner, "nesterov", nesterov)
     v.check_bool(owner, "ema", ema)
-    v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
+    check_storage(owner, "accumulator_dtype", accumulator_dtype, signed=True)
     make_state = FirstMomentState if ema else TraceState
 
     def init(params):
@@ -135,7 +137,7 @@ def ema(decay: float, debias: bool = True, accumulator_dtype: Any = None) -> Cou
     owner = "ema"
     v.check_bool(owner, "debias", debias)
     v.check_decay(owner, "decay", decay, debiased=debias)
-    v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
+    check_storage(owner, "accumulator_dtype", accumulator_dtype, signed=True)
 
     def init(params):
         return EmaState(ema=tree_zeros_like(params, accumulator_dtype))
@@ -250,7 +252,7 @@ def nesterov_ema(
     v.check_debiased_decay(owner, "decay", decay)
     if momentum_decay is not None:
         v.check_nonnegative(owner, "momentum_decay", momentum_decay)
-    v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
+    check_storage(owner, "accumulator_dtype", accumulator_dtype, signed=True)
     warm_up = momentum_decay is not None
 
     def momentum_at(step, dtype):
@@ -321,7 +323,7 @@ def lion_momentum(b1: float = 0.9, b2: float = 0.99, mu_dtype: Any = None) -> Co
     owner = "lion_momentum"
     v.check_decay(owner, "b1", b1)
     v.check_decay(owner, "b2", b2)
-    v.check_dtype(owner, "mu_dtype", mu_dtype)
+    check_storage(owner, "mu_dtype", mu_dtype, signed=True)
 
     def init(params):
         return LionMomentumState(mu=tree_zeros_like(params, mu_dtype))

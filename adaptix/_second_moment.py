@@ -28,6 +28,7 @@ from adaptix._accumulators import (
     working,
 )
 from adaptix._base import Transformation, counted, stage
+from adaptix._quantized import check_storage
 from adaptix._tree import (
     abs_sq,
     cast_to_result,
@@ -138,10 +139,11 @@ def scale_by_rms(
       bias_correction: divide :math:`v_t` by :math:`1-\beta^t`.
       eps_root: a further constant inside the root (Optax's Adam ``eps_root``).
       accumulator_dtype: real dtype of the stored :math:`v` (e.g.
-        ``jnp.bfloat16``); ``None`` keeps the parameters' (real) dtype. The
-        new :math:`v` is computed in the wider of the two dtypes, rounded to
-        this one, and used as stored. With :math:`\beta` close to 1 a narrow dtype loses the
-        EMA's small increments: in bfloat16 (8 significant bits) a
+        ``jnp.bfloat16``), or :func:`adaptix.quantized` (8-bit codes, unsigned
+        map); ``None`` keeps the parameters' (real) dtype. The new :math:`v` is
+        computed in the wider of the two dtypes (float32 for codes), rounded to
+        this one (quantized), and used as stored. With :math:`\beta` close to 1 a
+        narrow dtype loses the EMA's small increments: in bfloat16 (8 significant bits) a
         :math:`v` with :math:`\beta = 0.999` only moves up, when :math:`g^2`
         exceeds about :math:`3v`, and never decays (see ``docs/reliability.md``).
 
@@ -166,7 +168,7 @@ def scale_by_rms(
     v.check_nonnegative(owner, "initial_scale", initial_scale)
     v.check_bool(owner, "eps_in_sqrt", eps_in_sqrt)
     v.check_nonnegative(owner, "eps_root", eps_root)
-    v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
+    check_storage(owner, "accumulator_dtype", accumulator_dtype)
 
     def init(params):
         return ScaleByRmsState(nu=tree_real_full_like(params, initial_scale, accumulator_dtype))
@@ -241,7 +243,7 @@ def scale_by_stddev(
     v.check_nonnegative(owner, "eps", eps)
     v.check_nonnegative(owner, "initial_scale", initial_scale)
     v.check_bool(owner, "eps_in_sqrt", eps_in_sqrt)
-    v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
+    check_storage(owner, "accumulator_dtype", accumulator_dtype, signed=True)
 
     def init(params):
         return ScaleByStddevState(
@@ -309,7 +311,7 @@ def scale_by_rss(
     v.check_nonnegative(owner, "initial_accumulator_value", initial_accumulator_value)
     v.check_nonnegative(owner, "eps", eps)
     v.check_bool(owner, "eps_in_sqrt", eps_in_sqrt)
-    v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
+    check_storage(owner, "accumulator_dtype", accumulator_dtype)
 
     def init(params):
         return ScaleByRssState(
@@ -393,7 +395,7 @@ def scale_by_max_rms(
     v.check_nonnegative(owner, "eps", eps)
     v.check_nonnegative(owner, "eps_root", eps_root)
     v.check_bool(owner, "debias_before_max", debias_before_max)
-    v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
+    check_storage(owner, "accumulator_dtype", accumulator_dtype)
 
     def init(params):
         return ScaleByMaxRmsState(nu=tree_real_full_like(params, 0.0, accumulator_dtype),
@@ -453,7 +455,7 @@ def scale_by_inf_norm(decay: float = 0.999, eps: float = 1e-8, *, accumulator_dt
     owner = "scale_by_inf_norm"
     v.check_decay(owner, "decay", decay)
     v.check_nonnegative(owner, "eps", eps)
-    v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
+    check_storage(owner, "accumulator_dtype", accumulator_dtype)
 
     def init(params):
         return ScaleByInfNormState(nu=tree_real_full_like(params, 0.0, accumulator_dtype))
@@ -528,7 +530,7 @@ def scale_by_rectified_rms(
     v.check_nonnegative(owner, "eps", eps)
     v.check_nonnegative(owner, "eps_root", eps_root)
     v.check_real(owner, "threshold", threshold)
-    v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
+    check_storage(owner, "accumulator_dtype", accumulator_dtype)
 
     def init(params):
         return ScaleByRmsState(nu=tree_real_full_like(params, 0.0, accumulator_dtype))

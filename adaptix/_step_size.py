@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from adaptix import _validate as v
 from adaptix._accumulators import ema_of_squares_rule, for_leaf, update_moment, widened, working
 from adaptix._base import Transformation, stage
+from adaptix._quantized import check_storage
 from adaptix._tree import (
     cast_like,
     cast_to_result,
@@ -62,7 +63,7 @@ def scale_by_update_rms(rho: float = 0.9, eps: float = 1e-6, *, accumulator_dtyp
     v.check_decay(owner, "rho", rho)
     v.check_nonnegative(owner, "eps", eps)
 
-    v.check_dtype(owner, "accumulator_dtype", accumulator_dtype)
+    check_storage(owner, "accumulator_dtype", accumulator_dtype)
 
     def init(params):
         return ScaleByUpdateRmsState(e_x=tree_real_full_like(params, 0.0, accumulator_dtype))

@@ -7,7 +7,9 @@
 * :func:`check_matches` / :func:`measured`: trees that do not fit are refused
   with the leaf's path and both shapes.
 * :func:`tree_zeros_like` / :func:`tree_real_full_like`: state leaves laid out
-  like the parameters (also under ``jit`` with sharded parameters).
+  like the parameters (also under ``jit`` with sharded parameters), or quantized
+  (:func:`adaptix.quantized`): a :class:`~adaptix.QuantizedArray` is one leaf of a moment's tree
+  for every map and check here, as an array is.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from adaptix._quantized import Quantized, is_quantized, lift_boxes, quantized_full_like, requantize
 
 try:  # experimental in JAX; without it, state under jit is laid out by the partitioner alone
     from jax.experimental.shard_alike import shard_alike
@@ -66,8 +70,11 @@ def tree_zeros_like(tree: Any, dtype: Any = None) -> Any:
 
     Never weakly typed, even for a Python-scalar leaf: the updated state is cast to the
     initial state's dtype, so the state's types stay the same across steps and a jitted
-    update is traced once.
+    update is traced once. A :class:`~adaptix.Quantized` ``dtype`` stores a first moment: the
+    signed map unless the spec says otherwise.
     """
+    if isinstance(dtype, Quantized):
+        return _quantized_full_like(tree, 0.0, dtype.resolved(signed=True), real=False)
     return jax.tree.map(lambda x: full_like_sharded(x, 0, jnp.result_type(x) if dtype is None else dtype), tree)
 
 
@@ -76,21 +83,54 @@ def tree_real_full_like(tree: Any, value: Any, dtype: Any = None) -> Any:
 
     Second moments of complex parameters are moments of ``|g|**2`` and live in
     the matching real dtype (or in the real dtype of ``dtype`` if given). Each
-    array is sharded like its leaf (see :func:`full_like_sharded`).
+    array is sharded like its leaf (see :func:`full_like_sharded`). A
+    :class:`~adaptix.Quantized` ``dtype`` stores a non-negative moment (``value >= 0``): the
+    unsigned map unless the spec says otherwise.
     """
+    if isinstance(dtype, Quantized):
+        return _quantized_full_like(tree, value, dtype.resolved(signed=False), real=True)
     return jax.tree.map(
         lambda x: full_like_sharded(x, value, real_dtype_of(jnp.result_type(x) if dtype is None else dtype)), tree
     )
 
 
+def _quantized_full_like(tree: Any, value: Any, spec: Quantized, *, real: bool) -> Any:
+    """Leaves filled with ``value``: quantized where ``spec`` applies, else float32 (complex64 for a complex
+    leaf of a moment that is not ``real``). A boxed parameter's codes go in its box (:func:`lift_boxes`)."""
+
+    def leaf(x):
+        if spec.applies_to(x, real):
+            return quantized_full_like(x, value, spec, full_like_sharded)
+        complex_leaf = jnp.issubdtype(jnp.result_type(x), jnp.complexfloating) and not real
+        return full_like_sharded(x, value, jnp.complex64 if complex_leaf else jnp.float32)
+
+    return lift_boxes(jax.tree.map(leaf, tree))
+
+
 def cast_like(tree: Any, like: Any) -> Any:
-    """Casts every leaf of ``tree`` to the dtype of the matching leaf of ``like`` (``None`` stays)."""
-    return jax.tree.map(lambda x, y: None if x is None else jnp.asarray(x).astype(jnp.result_type(y)),
-                        tree, like, is_leaf=is_none)
+    """Casts every leaf of ``tree`` to the dtype of the matching leaf of ``like`` (``None`` stays).
+
+    Where ``like`` holds a :class:`~adaptix.QuantizedArray`, the leaf is quantized as that one is.
+    """
+    return jax.tree.map(lambda x, y: None if x is None else stored_as(x, y), tree, like, is_leaf=is_state_leaf)
+
+
+def stored_as(x: Any, like: Any) -> Any:
+    """One leaf in the storage of ``like``: cast to its dtype, or quantized as it is (a stored leaf stays)."""
+    if is_quantized(x):
+        return x
+    if is_quantized(like):
+        return requantize(x, like)
+    return jnp.asarray(x).astype(jnp.result_type(like))
 
 
 def is_none(x: Any) -> bool:
     return x is None
+
+
+def is_state_leaf(x: Any) -> bool:
+    """A leaf of a state's tree for the checks: ``None`` or a :class:`~adaptix.QuantizedArray`."""
+    return x is None or is_quantized(x)
 
 
 def map_updates(f: Callable, updates: Updates, *rest: Any) -> Updates:
@@ -140,8 +180,8 @@ def check_matches(tree: Any, reference: Any, owner: str, name: str = "updates",
     """
     if tree is None:  # no updates at all (as Optax, every stage passes None on)
         return
-    flat, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_none)
-    ref_flat, ref_def = jax.tree_util.tree_flatten_with_path(reference, is_leaf=is_none)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_state_leaf)
+    ref_flat, ref_def = jax.tree_util.tree_flatten_with_path(reference, is_leaf=is_state_leaf)
     if treedef != ref_def:
         raise ValueError(
             f"{owner}: the {name} tree does not match the {reference_name} tree.\n"

@@ -131,12 +131,14 @@ def check_bool(owner: str, name: str, value: Any) -> None:
         raise TypeError(f"{owner}: {name} must be True or False, got {value!r}.")
 
 
-def check_dtype(owner: str, name: str, value: Any) -> None:
+def check_dtype(owner: str, name: str, value: Any, *, also: str = "") -> None:
+    """``None`` or a floating dtype; ``also`` names what else the caller accepts (in the message)."""
     if value is None:
         return
+    alternatives = f", {also}" if also else ""
     try:
         dtype = jnp.dtype(value)
     except TypeError as err:
-        raise TypeError(f"{owner}: {name} must be a dtype or None, got {value!r}.") from err
+        raise TypeError(f"{owner}: {name} must be a dtype{alternatives} or None, got {value!r}.") from err
     if not jnp.issubdtype(dtype, jnp.inexact):
-        raise TypeError(f"{owner}: {name} must be a floating dtype, got {dtype}.")
+        raise TypeError(f"{owner}: {name} must be a floating dtype{alternatives} or None, got {dtype}.")
