@@ -60,6 +60,10 @@ class OptCase:
       static_args: arguments of ``fn`` that ``optax.inject_hyperparams`` must
         leave alone: integer sizes, which it would otherwise turn into arrays.
       flax_kwargs: overrides for the short Flax training runs.
+      quantized: keeps moments in 8-bit codes (:func:`adaptix.quantized`): they read as float32, so
+        the updates of bfloat16 parameters are float32 (Optax's dtype rule, as with a float32
+        ``mu_dtype``), and its steps agree with another compilation of itself only up to a code
+        where a new moment lands within rounding of the midpoint between two codes.
     """
 
     id: str
@@ -71,6 +75,7 @@ class OptCase:
     elementwise: bool = True
     static_args: tuple[str, ...] = ()
     flax_kwargs: dict = dataclasses.field(default_factory=dict)
+    quantized: bool = False
 
     def make(self, **overrides: Any) -> optax.GradientTransformation:
         return self.fn(**{**self.kwargs, **overrides})
@@ -169,6 +174,20 @@ def packed_adamw(learning_rate, weight_decay=1e-2):
     return adaptix.packed(adaptix.adamw(learning_rate, weight_decay=weight_decay), max_leaf_size=8)
 
 
+#: Every leaf of the suites' small trees quantized, in blocks of 4 entries (several blocks per leaf).
+QUANTIZED = adaptix.quantized(block_size=4, min_size=0)
+
+
+def adagrad_momentum_8bit(learning_rate):
+    """AdaGrad's sum of squares (started at 0.1: an unsigned map filled at init) and a heavy-ball
+    trace (a signed map), both in 8-bit codes."""
+    return adaptix.chain(
+        adaptix.scale_by_rss(0.1, accumulator_dtype=QUANTIZED),
+        adaptix.trace(0.9, accumulator_dtype=QUANTIZED),
+        adaptix.scale_by_learning_rate(learning_rate),
+    )
+
+
 def adam_with_diagnostics(learning_rate):
     """Adam followed by the pass-through ``diagnostics`` stage, keeping its per-coordinate trees.
 
@@ -230,6 +249,9 @@ CHAINS: tuple[OptCase, ...] = (
     OptCase("chain_clipped_adam", clipped_adam, dict(learning_rate=0.01)),
     OptCase("packed_adamw", packed_adamw, dict(learning_rate=0.01), needs_params=True),
     OptCase("chain_adam_diagnostics", adam_with_diagnostics, dict(learning_rate=0.01)),
+    OptCase("adam_8bit", adaptix.adam, dict(learning_rate=0.01, mu_dtype=QUANTIZED, nu_dtype=QUANTIZED),
+            quantized=True),
+    OptCase("chain_adagrad_momentum_8bit", adagrad_momentum_8bit, dict(learning_rate=0.05), quantized=True),
 )
 
 OPTIMIZERS: tuple[OptCase, ...] = ALIASES + CHAINS

@@ -69,6 +69,9 @@ def test_packed_gives_the_same_updates(case, jit):
     many of the sum, so these are compared in units of the leaf's largest entry."""
     if not case.elementwise:
         pytest.skip(f"{case.id}: not elementwise: packed into one vector, leaves share one matrix: other updates")
+    if case.quantized:
+        pytest.skip(f"{case.id}: 8-bit blocks of the packed vector span several leaves, so they have other scales "
+                    "(tests/test_quantized.py checks packed quantized moments to their quantization error)")
     ulps = {"chain_clipped_adam": 8, "adabayes_fp": 4, "chain_adam_l2": 4}.get(case.id, 2)
     cancelling = case.id in ("adabayes_fp", "chain_adam_l2")
     plain, _ = _run(case.make(), jit=jit)
