@@ -11,7 +11,10 @@ apply inside one ``jax.jit`` with the params and state donated.
 
 Implementations: Optax, adaptix as the README writes it, adaptix wrapped in
 ``adaptix.packed`` (leaves of at most 65,536 entries packed into one vector per
-dtype), and torch.optim with ``foreach=True`` and ``fused=True``.
+dtype), and torch.optim with ``foreach=True`` and ``fused=True``. The ``adam-8bit``
+row (both moments in ``adaptix.quantized()`` codes: leaves of 4,096 entries or more,
+blocks of 256) has no Optax or PyTorch counterpart: its ``optax`` column is Optax's
+float32 Adam, and it adds float32 adaptix Adam (``adaptix float32``) to compare with.
 
 Columns: median and min step time, ratio to Optax's median, ratio to the floor,
 compile time (lower + compile), optimizer-state bytes per parameter, minor page
@@ -93,7 +96,12 @@ OPTIMIZERS = {
     # the first moment stored in bfloat16: 2 + 2 bytes instead of 4 + 4 (torch has no such option)
     "adam-mu-bf16": (lambda: adaptix.adam(LR, mu_dtype=jnp.bfloat16), lambda: optax.adam(LR, mu_dtype=jnp.bfloat16),
                      None, 24),
+    # both moments in 8-bit codes: params 4 + 4, grads 4, codes 1 + 1 read and written (scales: 1/64 byte)
+    "adam-8bit": (lambda: adaptix.adam(LR, mu_dtype=adaptix.quantized(), nu_dtype=adaptix.quantized()),
+                  lambda: optax.adam(LR), None, 16),
 }
+# Rows without a counterpart elsewhere time the float32 adaptix optimizer beside them.
+REFERENCES = {"adam-8bit": ("adaptix float32", lambda: adaptix.adam(LR))}
 
 
 def _minor_faults() -> int:
@@ -185,6 +193,9 @@ def bench(workload: str, optimizer: str, rounds: int, torch_kinds: tuple[str, ..
         _jax_impl("adaptix", make_adaptix(), params_np, params_np),
         _jax_impl("adaptix packed", adaptix.packed(make_adaptix()), params_np, params_np),
     ]
+    if optimizer in REFERENCES:
+        name, make_reference = REFERENCES[optimizer]
+        impls.insert(2, _jax_impl(name, make_reference(), params_np, params_np))
     for kind in torch_kinds if make_torch is not None else ():
         impl = _torch_impl(f"torch {kind}", make_torch, params_np, kind)
         if impl is not None:

@@ -51,6 +51,26 @@ def test_bf16_first_moment_row_counts_six_bytes_per_parameter():
     assert all(r["state_bytes"] == pytest.approx(6.0, rel=1e-3) for r in rows)
 
 
+def test_8bit_row_times_float32_adaptix_beside_it():
+    step = _load("step")
+    rows = {r["impl"]: r for r in step.bench("C", "adam-8bit", rounds=1, torch_kinds=("fused",))}
+    assert list(rows) == ["optax", "adaptix", "adaptix float32", "adaptix packed"]  # torch has no such option
+    # C's leaves (3,600 entries at most) are below min_size: float32; packed into one vector, they are quantized
+    assert rows["adaptix"]["state_bytes"] == pytest.approx(8.0, rel=1e-3)
+    assert rows["adaptix packed"]["state_bytes"] == pytest.approx(2 + 8 / 256, rel=1e-2)
+
+
+def test_quantized_accuracy_factories_train():
+    accuracy = _load("quantized_accuracy")
+    params = {"w": jnp.ones((16, 16))}
+    for make in (accuracy.adam_8bit, accuracy.adam_8bit_every_leaf, accuracy.adam_8bit_simulated,
+                 accuracy.adam_4bit_simulated):
+        tx = make(learning_rate=0.1)
+        updates, _ = tx.update({"w": jnp.ones((16, 16))}, tx.init(params), params)
+        np.testing.assert_allclose(np.asarray(updates["w"]), -0.1, rtol=1e-5)  # Adam's first step: -lr sign(g)
+    assert len(accuracy.dynamic_map(8, True, 8)) == 128 and len(accuracy.dynamic_map(4, False, 16)) == 16
+
+
 def test_hand_written_adam_is_the_same_computation_as_the_chain():
     hand = _load("hand_written_adam")
     rng = np.random.default_rng(0)

@@ -1,0 +1,168 @@
+"""How much 8-bit moments (``adaptix.quantized``) change Adam, and why 4 bits are not offered.
+
+    python benchmarks/quantized_accuracy.py maps       # the code maps: the update m/sqrt(v) read back from codes
+    python benchmarks/quantized_accuracy.py tracking   # a second moment with b2 = 0.99 / 0.999 over 3000 steps
+    cd benchmarks && adaptix-experiments run digits --seeds 3 --optimizers \\
+        adam,quantized_accuracy:adam_8bit,quantized_accuracy:adam_8bit_every_leaf,\\
+        quantized_accuracy:adam_8bit_simulated,quantized_accuracy:adam_4bit_simulated
+
+``maps`` compares the paper's dynamic map (decades of 10) with adaptix's (decades of 8 signed, 16
+unsigned) on block-wise moments whose entries have log-normal scales. ``tracking`` runs
+``scale_by_rms`` on stationary noise in float32, bfloat16 and 8-bit codes, halving the gradients
+halfway, and compares the stored ``v`` with float32's. The factories train the digits MLP
+(64-100-10, 7,510 parameters): ``adam_8bit`` quantizes what the default ``min_size=4096`` quantizes
+(the 6,400-entry kernel), ``adam_8bit_every_leaf`` every leaf; ``adam_*bit_simulated`` is Adam with
+its moments rounded to the nearest code of a map of that many bits after each update (blocks of
+256, used as stored), in plain ``jax.numpy``: the 8-bit one checks the simulation against adaptix,
+the 4-bit one is what adaptix would be with 4 bits. Results: ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import adaptix
+
+
+def dynamic_map(bits: int, signed: bool, base: float) -> np.ndarray:
+    """Dettmers et al.'s dynamic map with decades of ``base``: 0 and base^-E (1/base + (1 - 1/base)(k + 1)/2^F)."""
+    top = bits - 2 if signed else bits - 1
+    values = [0.0]
+    for exponent in range(top, -1, -1):
+        fraction_bits = top - exponent
+        k = np.arange(2 ** fraction_bits)
+        values += list(base ** -exponent * (1 / base + (1 - 1 / base) * (k + 1) / 2 ** fraction_bits))
+    return np.array(values)
+
+
+def nearest(x: np.ndarray, table: np.ndarray, block: int = 256, never_zero: bool = False) -> np.ndarray:
+    """``x`` (size a multiple of ``block``) stored block-wise with ``table`` (nearest code) and read back."""
+    blocks = x.reshape(-1, block)
+    scale = np.abs(blocks).max(axis=1, keepdims=True)
+    ratio = np.abs(blocks) / np.where(scale > 0, scale, 1)
+    index = np.clip(np.searchsorted(table, ratio), 1, len(table) - 1)
+    low, high = table[index - 1], table[index]
+    value = np.where(ratio - low < high - ratio, low, high)
+    if never_zero:
+        value = np.where((value == 0) & (ratio > 0), table[1], value)
+    return (np.sign(blocks) * value * scale).reshape(x.shape)
+
+
+def compare_maps(size: int = 1 << 20, seed: int = 1) -> None:
+    """Mean |m/sqrt(v) read back - m/sqrt(v)| over the RMS of m/sqrt(v), for three spreads of the entries' scales."""
+    rng = np.random.default_rng(seed)
+    maps = {"paper (10/10)": (8, 10, 10), "adaptix (8/16)": (8, 8, 16), "16/16": (8, 16, 16), "8/8": (8, 8, 8),
+            "4-bit 8/16": (4, 8, 16)}
+    for spread in (0.2, 0.4, 0.7):
+        sigma = 10 ** rng.normal(0, spread, size)
+        m, v = rng.normal(0, 1, size) * sigma * 0.3, sigma ** 2 * rng.chisquare(5, size) / 5
+        step = m / np.sqrt(v)
+        cells = []
+        for name, (bits, signed_base, unsigned_base) in maps.items():
+            m_q = nearest(m, dynamic_map(bits, True, signed_base))
+            v_q = nearest(v, dynamic_map(bits, False, unsigned_base), never_zero=True)
+            error = np.mean(np.abs(m_q / np.sqrt(v_q) - step)) / np.sqrt(np.mean(step ** 2))
+            cells.append(f"{name} {100 * error:.2f} %")
+        print(f"scales spread over {spread} decades (s.d.): " + ", ".join(cells))
+
+
+def track_second_moment(steps: int = 3000, size: int = 256 * 64, seed: int = 0) -> None:
+    """v of scale_by_rms on noise whose entries' scales spread over 0.5 decades; the gradients halve halfway."""
+    sigma = jnp.asarray(10 ** np.random.default_rng(seed).normal(0, 0.5, size), jnp.float32)
+
+    def run(decay, storage):
+        opt = adaptix.scale_by_rms(decay, accumulator_dtype=storage)
+
+        def body(state, inputs):
+            t, key = inputs
+            g = jax.random.normal(key, (size,)) * sigma * jnp.where(t > steps // 2, 0.5, 1.0)
+            return opt.update(g, state)[1], None
+
+        keys = jax.random.split(jax.random.key(seed + 1), steps)
+        state, _ = jax.lax.scan(body, opt.init(jnp.zeros(size)), (jnp.arange(steps), keys))
+        return np.asarray(adaptix.dequantize(state.nu), np.float64)
+
+    def four_bits(decay):  # the same run, v rounded to a 4-bit map after each step (NumPy, the same noise)
+        table, v = dynamic_map(4, False, 16), np.zeros(size)
+        keys = jax.random.split(jax.random.key(seed + 1), steps)
+        for t in range(steps):
+            g = np.asarray(jax.random.normal(keys[t], (size,)) * sigma, np.float64) * (0.5 if t > steps // 2 else 1.0)
+            v = nearest(decay * v + (1 - decay) * g * g, table, never_zero=True)
+        return v
+
+    for decay in (0.99, 0.999):
+        reference = run(decay, None)
+        for name, stored in (("bfloat16", run(decay, jnp.bfloat16)), ("8-bit", run(decay, adaptix.quantized())),
+                             ("4-bit (simulated)", four_bits(decay))):
+            ratio = stored / reference
+            print(f"b2={decay} {name}: v / v_float32 median {np.median(ratio):.3f}, 1st-99th percentile "
+                  f"{np.quantile(ratio, 0.01):.2f}-{np.quantile(ratio, 0.99):.2f}, mean |sqrt(v / v_float32) - 1| "
+                  f"{np.mean(np.abs(np.sqrt(ratio) - 1)):.3f}")
+
+
+# ---------------------------------------------------------------- factories for adaptix-experiments
+
+
+def adam_8bit(learning_rate):
+    """Adam with both moments in 8-bit codes (defaults: blocks of 256, leaves of 4096 entries or more)."""
+    return adaptix.adam(learning_rate, mu_dtype=adaptix.quantized(), nu_dtype=adaptix.quantized())
+
+
+def adam_8bit_every_leaf(learning_rate):
+    """Adam with every leaf's moments in 8-bit codes (``min_size=0``: biases too)."""
+    q = adaptix.quantized(min_size=0)
+    return adaptix.adam(learning_rate, mu_dtype=q, nu_dtype=q)
+
+
+def _rounded(x, table, never_zero, block=256):
+    """``x`` block-wise to the nearest of ``table`` (magnitudes), read back; zero-padded to whole blocks."""
+    flat = jnp.ravel(x)
+    padded = jnp.pad(flat, (0, -flat.size % block)).reshape(-1, block)
+    scale = jnp.max(jnp.abs(padded), axis=1, keepdims=True)
+    ratio = jnp.abs(padded) / jnp.where(scale > 0, scale, 1)
+    index = jnp.argmin(jnp.abs(ratio[..., None] - table), axis=-1)
+    if never_zero:
+        index = jnp.where(ratio > 0, jnp.maximum(index, 1), index)
+    value = jnp.sign(padded) * table[index] * scale
+    return value.ravel()[: flat.size].reshape(x.shape)
+
+
+def simulated_adam(learning_rate, bits, b1=0.9, b2=0.999, eps=1e-8):
+    """Adam whose moments are rounded block-wise to a ``bits``-bit dynamic map (8/16) after each update."""
+    signed = jnp.asarray(dynamic_map(bits, True, 8), jnp.float32)
+    unsigned = jnp.asarray(dynamic_map(bits, False, 16), jnp.float32)
+
+    def init(params):
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return (jnp.zeros([], jnp.int32), zeros, zeros)
+
+    def update(updates, state, params=None):
+        del params
+        count, mu, nu = state
+        count = count + 1
+        mu = jax.tree.map(lambda m, g: _rounded(b1 * m + (1 - b1) * g, signed, False), mu, updates)
+        nu = jax.tree.map(lambda v, g: _rounded(b2 * v + (1 - b2) * g * g, unsigned, True), nu, updates)
+        correction1, correction2 = 1 - b1 ** count, 1 - b2 ** count
+        out = jax.tree.map(lambda m, v: -learning_rate * (m / correction1) / (jnp.sqrt(v / correction2) + eps),
+                           mu, nu)
+        return out, (count, mu, nu)
+
+    return optax.GradientTransformation(init, update)
+
+
+def adam_8bit_simulated(learning_rate):
+    return simulated_adam(learning_rate, 8)
+
+
+def adam_4bit_simulated(learning_rate):
+    return simulated_adam(learning_rate, 4)
+
+
+if __name__ == "__main__":
+    what = sys.argv[1] if len(sys.argv) > 1 else "maps"
+    {"maps": compare_maps, "tracking": track_second_moment}[what]()
