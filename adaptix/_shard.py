@@ -22,6 +22,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from adaptix._base import CHAIN_INPUT, CountedTransformation, Transformation
+from adaptix._quantized import QuantizedArray
 
 try:  # experimental in JAX; without it, the updates' layout under jit is left to the partitioner
     from jax.experimental.shard_alike import shard_alike
@@ -91,17 +92,31 @@ def _traced_spec(ndim: int, dim: int, names: tuple[str, ...]) -> P:
     return P(*([P.UNCONSTRAINED] * dim), entry, *([P.UNCONSTRAINED] * (ndim - dim - 1)))
 
 
+def _is_stored(x: Any) -> bool:
+    """A quantized moment leaf (codes of the parameter's shape and per-block scales) counts as one leaf."""
+    return isinstance(x, QuantizedArray)
+
+
 def _map_params_shaped(f, state: Any, like: Any) -> Any:
-    """``f(leaf)`` on every leaf of the subtrees of ``state`` with ``like``'s structure and shapes."""
+    """``f(leaf)`` on every leaf of the subtrees of ``state`` with ``like``'s structure and shapes.
+
+    A quantized leaf (:class:`~adaptix.QuantizedArray`) stands for a moment of its parameter's shape:
+    ``f`` is applied to its codes and to its scales (one per block, split too when their number
+    divides; each block is a run of the raveled leaf, so a device's rows hold whole blocks when
+    the block size divides a row block).
+    """
     treedef = jax.tree.structure(like)
     shapes = [np.shape(x) for x in jax.tree.leaves(like)]
 
     def params_shaped(node: Any) -> bool:
-        return (jax.tree.structure(node) == treedef
-                and [np.shape(x) for x in jax.tree.leaves(node)] == shapes)
+        return (jax.tree.structure(node, is_leaf=_is_stored) == treedef
+                and [np.shape(x) for x in jax.tree.leaves(node, is_leaf=_is_stored)] == shapes)
+
+    def apply(leaf: Any) -> Any:
+        return QuantizedArray(f(leaf.codes), f(leaf.scales)) if _is_stored(leaf) else f(leaf)
 
     def visit(node: Any) -> Any:
-        return jax.tree.map(f, node) if params_shaped(node) else node
+        return jax.tree.map(apply, node, is_leaf=_is_stored) if params_shaped(node) else node
 
     return jax.tree.map(visit, state, is_leaf=params_shaped)
 
@@ -222,8 +237,9 @@ def shard_state(inner: optax.GradientTransformation, mesh: Mesh,
         ``packed(shard_state(opt, ...), ...)``, shards the large leaves and every packed vector
         whose length is a multiple of :math:`N`; the others stay replicated.
       * State that is not shaped like the parameters (:func:`full_matrix_adagrad`'s matrices,
-        ``optax.masked``'s masked-out nodes) stays as ``inner`` lays it out; so does quantized
-        (8-bit) state, whose blocks and scales are not params-shaped either.
+        ``optax.masked``'s masked-out nodes) stays as ``inner`` lays it out. Quantized (8-bit)
+        moments are split: their codes like a float32 moment, their per-block scales along the
+        blocks when the axis size divides their number.
       * Without ``params``, the updates' layout is left to the partitioner; with it, XLA still
         chooses the layout of the *new* parameters in a jitted step: pin it (``out_shardings``,
         or ``jax.lax.with_sharding_constraint`` in the step) to keep them replicated.

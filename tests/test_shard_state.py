@@ -256,7 +256,10 @@ def orbax_round_trip():
 def bytes_per_device():
     params = replicated({"w": np.ones((512, 64), np.float32), "b": np.ones(64, np.float32)})
     held = {}
-    for name, opt in (("plain", adaptix.adam(1e-2)), ("sharded", adaptix.shard_state(adaptix.adam(1e-2), mesh))):
+    q = adaptix.quantized()  # w (32,768 entries) in 8-bit codes with 128 scales; b (64) stays float32
+    eight_bit = lambda: adaptix.adam(1e-2, mu_dtype=q, nu_dtype=q)
+    for name, opt in (("plain", adaptix.adam(1e-2)), ("sharded", adaptix.shard_state(adaptix.adam(1e-2), mesh)),
+                      ("8-bit", eight_bit()), ("8-bit sharded", adaptix.shard_state(eight_bit(), mesh))):
         state = jax.jit(opt.init)(params)
         held[name] = sum(s.data.nbytes for x in jax.tree.leaves(state) for s in x.addressable_shards
                          if s.device == devices[0])
@@ -375,6 +378,9 @@ def test_each_device_holds_an_eighth(results):
     held = results["bytes_per_device"]
     assert held["plain"] == 2 * 4 * (512 * 64 + 64) + 4  # mu, nu replicated, and the count
     assert held["sharded"] == 2 * 4 * (512 * 64 + 64) // 8 + 4
+    # 8-bit moments: the codes and the per-block scales are split too
+    assert held["8-bit"] == 2 * (512 * 64 + 4 * 128 + 4 * 64) + 4
+    assert held["8-bit sharded"] == 2 * (512 * 64 + 4 * 128 + 4 * 64) // 8 + 4
 
 
 # ---------------------------------------------------------------- in this process (one device)
