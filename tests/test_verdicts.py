@@ -59,6 +59,10 @@ def test_verdicts_of_an_experiment_and_their_lines():
     lines = describe_verdicts(found)
     assert lines[0] == "claim adam < sgd: measured adam < sgd, mean d = -0.36 ± 0.01 (s.d., 3 seeds, 2 epochs): holds"
     assert lines[1].endswith("does not hold") and not math.isnan(found[0]["sd_d"])
+    one_seed = verdicts((Claim("adam", "<", "sgd"), Claim("adam", "≈", "sgd")),
+                        [_run("adam", {0: [0.5]}), _run("sgd", {0: [0.9]})])
+    assert describe_verdicts(one_seed) == [
+        "no verdict (1 seed(s); the rule needs 2 or more, e.g. --seeds 3) on: adam < sgd, adam ≈ sgd"]
 
 
 def test_bias_correction_judges_grid_points_by_the_same_rule():

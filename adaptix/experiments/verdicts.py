@@ -99,13 +99,16 @@ def verdicts(claims: tuple[Claim, ...], runs: list[dict]) -> list[dict]:
 
 def describe_verdicts(found: list[dict]) -> list[str]:
     """One line per verdict: the claim, what was measured, the statistic, and whether it holds."""
-    lines = []
+    lines, unjudged = [], {}
     for v in found:
         if v["measured"] is None:
-            lines.append(f"claim {v['claim']}: no verdict ({v.get('why', '')})")
+            unjudged.setdefault(v.get("why", ""), []).append(v["claim"])
             continue
         a, _, b = v["claim"].split(" ", 2)
         verdict = "holds" if v["holds"] else "does not hold"
         lines.append(f"claim {v['claim']}: measured {a} {v['measured']} {b}, mean d = {v['mean_d']:+.4g} ± "
                      f"{v['sd_d']:.2g} (s.d., {v['seeds']} seeds, {v['epochs']} epochs): {verdict}")
+    for why, claims in unjudged.items():
+        hint = f"; the rule needs {MIN_SEEDS} or more, e.g. --seeds 3" if why.endswith("seed(s)") else ""
+        lines.append(f"no verdict ({why}{hint}) on: {', '.join(claims)}")
     return lines
