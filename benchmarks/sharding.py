@@ -38,25 +38,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def workload_b(layers: int = 12) -> dict:
-    """``benchmarks/step.py``'s workload B (copied: that script changes on its own): 16.4M parameters."""
-    import numpy as np
-
-    d, vocab = 320, 5000
-    tree = {"embed": np.zeros((vocab, d), np.float32), "pos": np.zeros((512, d), np.float32),
-            "ln_f": {"scale": np.zeros(d, np.float32), "bias": np.zeros(d, np.float32)}}
-    for i in range(layers):
-        layer = {}
-        for name in ("q", "k", "v", "o"):
-            layer[name] = {"kernel": np.zeros((d, d), np.float32), "bias": np.zeros(d, np.float32)}
-        layer["fc1"] = {"kernel": np.zeros((d, 4 * d), np.float32), "bias": np.zeros(4 * d, np.float32)}
-        layer["fc2"] = {"kernel": np.zeros((4 * d, d), np.float32), "bias": np.zeros(d, np.float32)}
-        layer["ln1"] = {"scale": np.zeros(d, np.float32), "bias": np.zeros(d, np.float32)}
-        layer["ln2"] = {"scale": np.zeros(d, np.float32), "bias": np.zeros(d, np.float32)}
-        tree[f"layer{i:02d}"] = layer
-    return tree
-
-
 def layouts(mesh, host: dict) -> dict:
     """``name -> (optimizer, parameters' shardings)``."""
     import jax
@@ -145,6 +126,9 @@ def main(argv=None) -> int:
     import jax
     import numpy as np
     from jax.sharding import Mesh
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from step import workload_b  # imported after XLA_FLAGS is set: step.py starts JAX
 
     rounds = args.rounds or (5 if args.quick else 20)
     host = workload_b(2 if args.quick else 12)

@@ -47,9 +47,9 @@ def workload_a() -> dict:
     return {"w": np.zeros((4096, 4096), np.float32)}
 
 
-def workload_b() -> dict:
-    """B: a 196-leaf transformer-like tree, 16.4M parameters."""
-    d, layers, vocab = 320, 12, 5000
+def workload_b(layers: int = 12) -> dict:
+    """B: a 196-leaf transformer-like tree, 16.4M parameters (``layers`` blocks of 16 leaves)."""
+    d, vocab = 320, 5000
     tree = {"embed": np.zeros((vocab, d), np.float32), "pos": np.zeros((512, d), np.float32),
             "ln_f": {"scale": np.zeros(d, np.float32), "bias": np.zeros(d, np.float32)}}
     for i in range(layers):

@@ -9,6 +9,7 @@ embedded default, ``digits``, which needs no download.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -40,34 +41,26 @@ def _as_type(parse, name: str):
     return typed
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or value < 1:
-        raise ValueError(f"must be a positive integer (1, 2, ...), got {text!r}")
-    return value
-
-
-def _seed(text: str) -> int:
-    from adaptix.experiments.options import MAX_SEED
-
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or not 0 <= value <= MAX_SEED:
-        raise ValueError(f"must be an integer in [0, {MAX_SEED}], got {text!r}")
-    return value
+def _integer(low: int, high: float, what: str):
+    """A parser of integers in ``[low, high]`` whose error says ``must be {what}``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise ValueError(f"must be {what}, got {text!r}")
+        return value
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
     from adaptix.experiments import registry
     from adaptix.experiments.optimizers import optimizer_names, parse_optimizers
-    from adaptix.experiments.options import parse_grid
+    from adaptix.experiments.options import MAX_SEED, parse_grid
 
-    count, seed = _as_type(_count, "count"), _as_type(_seed, "seed")
+    count = _as_type(_integer(1, math.inf, "a positive integer (1, 2, ...)"), "count")
+    seed = _as_type(_integer(0, MAX_SEED, f"an integer in [0, {MAX_SEED}]"), "seed")
     p = _Parser(prog="adaptix-experiments", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"adaptix {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
