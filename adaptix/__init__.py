@@ -55,6 +55,15 @@ from adaptix._bayes import (
 from adaptix._combine import chain
 from adaptix._convert import from_optax, to_optax
 
+# Curvature from gradient differences, and vSGD (no learning rate to tune).
+from adaptix._curvature import (
+    ScaleBySecantCurvatureState,
+    ScaleByVsgdState,
+    scale_by_secant_curvature,
+    scale_by_vsgd,
+    vsgd,
+)
+
 # Research tools.
 from adaptix._diagnostics import DiagnosticsState, diagnostics, read_diagnostics, read_diagnostics_history
 
@@ -126,4 +135,6 @@ __all__ = [
     "ScaleByFullMatrixRssState", "ScaleByUpdateRmsState", "ScaleByRpropState",
     "ScaleByPosteriorVarianceState", "ScaleByPosteriorVarianceFpState", "DiagnosticsState", "PackedState",
     "Hyperparams",
+    # Curvature from gradient differences (LeCun's secant), and vSGD built on it.
+    "vsgd", "scale_by_secant_curvature", "scale_by_vsgd", "ScaleBySecantCurvatureState", "ScaleByVsgdState",
 ]
