@@ -2,11 +2,11 @@
 
 LeCun's diagonal-Hessian approximation measures, coordinate by coordinate, how much the gradient
 changes per unit of parameter change. Schaul & LeCun (2013) replaced the exact diagonal
-(bbprop) of Schaul, Zhang & LeCun's vSGD (2013) by such a finite difference and made it robust
-to noise: the rate uses :math:`\\bar h / \\overline{h^2}` instead of :math:`1 / \\bar h`, and a
-sample far from its running average lengthens the memory. Both stages here take the two
-gradients of the difference from *consecutive* updates (a gradient transformation sees one
-gradient per step), so they need ``params``.
+(bbprop) of Schaul, Zhang & LeCun's vSGD (2013) by such a finite difference, made robust to
+noise (a sample far from its running average lengthens the memory). Both stages here take the
+two gradients of the difference from *consecutive* updates (a gradient transformation sees one
+gradient per step), so they need ``params``, and average the secants weighted by the squared
+step (a least-squares slope), which keeps the estimate bounded where the steps become small.
 """
 
 from __future__ import annotations
@@ -20,7 +20,15 @@ from adaptix import _validate as v
 from adaptix._base import Transformation, stage
 from adaptix._combine import chain
 from adaptix._scale import scale_by_learning_rate
-from adaptix._tree import abs_sq, check_matches, check_matches_state, is_none, measured, real_dtype_of
+from adaptix._tree import (
+    abs_sq,
+    check_matches,
+    check_matches_state,
+    full_like_sharded,
+    is_none,
+    measured,
+    real_dtype_of,
+)
 
 #: A difference within this many machine epsilons of its terms' size is rounding: a parameter step, a variance.
 ROUNDING = 8.0
@@ -45,41 +53,59 @@ def _as_stored(new: jax.Array, stored: jax.Array) -> jax.Array:
 
 
 def _secant(g, g_prev, p, p_prev, ready):
-    r"""One curvature sample per coordinate, :math:`|g_t - g_{t-1}| / |\theta_t - \theta_{t-1}|`, and where it exists.
+    r"""Differences :math:`\Delta g = g_t - g_{t-1}`, :math:`\Delta\theta = \theta_t - \theta_{t-1}`: where they count.
 
-    A sample exists where ``ready`` (a previous gradient is stored) and the parameter moved by more
-    than rounding: :math:`|\Delta\theta| > 8\,\epsilon_{mach} \max(|\theta_t|, |\theta_{t-1}|)` in the
-    parameters' dtype (a coordinate that did not move, or moved by an ulp, carries no secant). The
-    differences are taken in the working precision (float32 or wider).
+    They count where ``ready`` (a previous gradient is stored) and the parameter moved by more than
+    rounding: :math:`|\Delta\theta| > 8\,\epsilon_{mach} \max(|\theta_t|, |\theta_{t-1}|)` in the
+    parameters' dtype (a coordinate that did not move, or moved by an ulp, carries no secant).
+    Returns the three products the statistics average, in the working precision (float32 or wider):
+    :math:`\mathrm{Re}(\Delta g\,\overline{\Delta\theta})`, :math:`|\Delta\theta|^2`,
+    :math:`|\Delta g|^2`, and the mask.
     """
     dtype = jnp.result_type(p)
     tiny = ROUNDING * jnp.finfo(real_dtype_of(dtype)).eps
     p, p_prev = _widen(p), _widen(p_prev)
-    step = jnp.abs(p - p_prev)
+    step = p - p_prev
     size = jnp.maximum(jnp.abs(p), jnp.abs(p_prev))
-    valid = ready & (step > 0) & (step > jnp.asarray(tiny, step.dtype) * size)
-    change = jnp.abs(_widen(g) - _widen(g_prev)).astype(step.dtype)
-    h = jnp.where(valid, change / jnp.where(valid, step, 1), 0)
-    return h, valid
+    valid = ready & (jnp.abs(step) > 0) & (jnp.abs(step) > jnp.asarray(tiny, size.dtype) * size)
+    change = (_widen(g) - _widen(g_prev)).astype(step.dtype)
+    cross = jnp.real(change * jnp.conj(step))
+    return (jnp.where(valid, cross, 0), jnp.where(valid, abs_sq(step), 0),
+            jnp.where(valid, abs_sq(change), 0), valid)
 
 
-def _outlier(x, mean, sq, threshold, where):
-    r""":math:`|x - \bar x|^2 > k^2 (\overline{x^2} - |\bar x|^2) > 0`: more than ``k`` s.d. from the average.
+def _curvature_statistics(cross, step_sq, change_sq, valid, old, tau, threshold):
+    r"""The :math:`|\Delta\theta|^2`-weighted running mean and second moment of the secants, and the outliers.
 
-    A variance of 0 (one sample so far, or identical samples) gives no scale for "far": no outlier.
-    The variance is a difference of two moments, so one within rounding of 0 (:math:`8\epsilon_{mach}
-    \overline{x^2}`, whether or not the compiler fuses a multiply-add there) counts as 0.
+    A secant :math:`h_t = \Delta g\,\Delta\theta / \Delta\theta^2` weighted by :math:`\Delta\theta^2`
+    makes the averages :math:`a = \langle \Delta g\,\Delta\theta\rangle`, :math:`b = \langle
+    \Delta\theta^2\rangle`, :math:`c = \langle \Delta g^2\rangle`: mean :math:`a/b`, variance
+    :math:`c/b - (a/b)^2`. ``old`` holds the stored :math:`(a, b, c)`; the new sample enters with
+    weight :math:`1/\tau` (1 for the first one, where :math:`b = 0`), after :math:`\tau` grew by one if
+    it is an outlier (more than ``threshold`` s.d. from the mean, when a variance is known).
+    Returns ``(a, b, c, tau)``.
     """
-    variance = sq - abs_sq(mean)
+    a, b, c = old
+    seen = b > 0
+    mean = a / jnp.where(seen, b, 1)
+    variance = c / jnp.where(seen, b, 1) - mean * mean
+    # c/b - (a/b)^2 cancels: one sample (or identical ones) leaves rounding noise of a few ulps of c/b, on which
+    # the compiler's fusions decide; a variance below sqrt(eps) of c/b is taken for 0 (no scale, no outlier)
+    cancelled = jnp.asarray(jnp.sqrt(jnp.finfo(variance.dtype).eps), variance.dtype) * c / jnp.where(seen, b, 1)
+    known = seen & (variance > cancelled)
+    sample = cross / jnp.where(valid, step_sq, 1)
     k = jnp.asarray(threshold, variance.dtype)
-    known = variance > jnp.asarray(ROUNDING * jnp.finfo(variance.dtype).eps, variance.dtype) * sq
-    return where & known & (abs_sq(x - mean) > k * k * variance)
+    outlier = valid & known & ((sample - mean) ** 2 > k * k * variance)
+    tau = tau + outlier
+    w = jnp.where(seen, 1 / tau, 1)
+    average = lambda old, new: jnp.where(valid, (1 - w) * old + w * new, old)
+    return average(a, cross), average(b, step_sq), average(c, change_sq), tau
 
 
-def _inverse_curvature(h_mean, h_sq, initial_curvature):
-    r""":math:`\bar h / \overline{h^2}` (robust :math:`1/h`), or :math:`1/h_0` where no positive curvature is known."""
-    seen = h_sq > 0
-    return jnp.where(seen, h_mean / jnp.where(seen, h_sq, 1), 1 / jnp.asarray(initial_curvature, h_mean.dtype))
+def _inverse_curvature(a, b, initial_curvature):
+    r""":math:`\langle\Delta\theta^2\rangle / |\langle\Delta g\,\Delta\theta\rangle|`, else :math:`1/h_0`."""
+    known = (b > 0) & (a != 0)
+    return jnp.where(known, b / jnp.where(known, jnp.abs(a), 1), 1 / jnp.asarray(initial_curvature, a.dtype))
 
 
 def _per_leaf(updates, trees: tuple, leaf_fn, state_trees: tuple):
@@ -116,7 +142,7 @@ def _require_params(owner, params, updates):
 
 
 def _zeros(params, real: bool = False, wide: bool = False):
-    """Zeros laid out like ``params``: in their dtype, their real dtype, or their real working dtype."""
+    """Zeros laid out (and sharded) like ``params``: in their dtype, their real dtype, or their real working dtype."""
 
     def leaf(p):
         dtype = jnp.result_type(p)
@@ -124,7 +150,7 @@ def _zeros(params, real: bool = False, wide: bool = False):
             dtype = _working_dtype(p)
         elif real:
             dtype = real_dtype_of(dtype)
-        return jnp.zeros(jnp.shape(p), dtype)
+        return full_like_sharded(p, 0, dtype)
 
     return jax.tree.map(leaf, params)
 
@@ -137,16 +163,18 @@ def _check_curvature_hyperparameters(owner, outlier_threshold, initial_curvature
 
 
 class ScaleBySecantCurvatureState(NamedTuple):
-    """The previous gradient and parameters, the running :math:`\\bar h`, :math:`\\overline{h^2}` and their memory.
+    r"""The previous gradient and parameters, the secant's running averages and their memory.
 
-    ``memory`` is 0 before the first update, 1 until the first curvature sample, then the
-    memory :math:`\\tau` of the averages (float32 or wider).
+    ``cross``, ``step_sq``, ``change_sq`` are :math:`\langle\Delta g\,\Delta\theta\rangle`,
+    :math:`\langle\Delta\theta^2\rangle`, :math:`\langle\Delta g^2\rangle`; ``memory`` is 0 before the
+    first update, 1 until the first secant, then the memory :math:`\tau` (float32 or wider).
     """
 
     prev_grad: Any
     prev_params: Any
-    h_mean: Any
-    h_sq: Any
+    cross: Any
+    step_sq: Any
+    change_sq: Any
     memory: Any
 
 
@@ -154,33 +182,32 @@ def scale_by_secant_curvature(outlier_threshold: float = 2.0, initial_curvature:
     r"""Divides the input by a per-coordinate curvature measured from consecutive gradients.
 
     With :math:`g_t` the gradient entering the chain (``chain_input``) at the parameters
-    :math:`\theta_t`, each coordinate's curvature sample is the secant
+    :math:`\theta_t`, :math:`\Delta g = g_t - g_{t-1}` and :math:`\Delta\theta = \theta_t - \theta_{t-1}`
+    (per coordinate, where it moved by more than rounding), each step gives a secant
+    :math:`h_t = \Delta g / \Delta\theta`. The estimate is their mean weighted by
+    :math:`\Delta\theta^2` over a memory :math:`\tau`, i.e. a least-squares slope of the gradient
+    change on the step:
 
     .. math::
 
-        h_t = \frac{|g_t - g_{t-1}|}{|\theta_t - \theta_{t-1}|},
+        a \leftarrow (1 - \tfrac1\tau)\, a + \tfrac1\tau\, \Delta g\,\Delta\theta, \quad
+        b \leftarrow (1 - \tfrac1\tau)\, b + \tfrac1\tau\, \Delta\theta^2, \quad
+        c \leftarrow (1 - \tfrac1\tau)\, c + \tfrac1\tau\, \Delta g^2, \qquad
+        \bar h = \frac{|a|}{b}, \quad \text{out} = \frac{u_t}{\bar h} = \frac{b}{|a|}\, u_t.
 
-    taken where the coordinate moved (by more than rounding). The samples are averaged with a
-    memory :math:`\tau` that follows vSGD's rule on the curvature's own statistics, lengthened
-    by one for an outlier (a sample more than :math:`k` standard deviations from the average,
-    Schaul & LeCun 2013):
-
-    .. math::
-
-        \tau \leftarrow \tau + [\,(h_t - \bar h)^2 > k^2 (\overline{h^2} - \bar h^2)\,], \qquad
-        \bar h \leftarrow (1 - \tfrac1\tau)\,\bar h + \tfrac1\tau h_t, \qquad
-        \overline{h^2} \leftarrow (1 - \tfrac1\tau)\,\overline{h^2} + \tfrac1\tau h_t^2, \\
-        \tau \leftarrow \Big(1 - \frac{\bar h^2}{\overline{h^2}}\Big)\,\tau + 1, \qquad
-        \text{out} = \frac{\bar h}{\overline{h^2}}\, u_t.
-
-    The first sample of a coordinate sets both averages (weight 1). :math:`\bar h/\overline{h^2}
-    \le 1/\bar h` is the paper's robust inverse curvature: it equals :math:`1/h` for a constant
-    curvature and shrinks the step when the samples scatter. Until a coordinate has a positive
-    sample (the first update, a coordinate that never moved or whose gradient never changed) the
-    output is :math:`u_t / h_0`. The memory shrinks to 1 when the samples agree (a
-    deterministic curvature is followed at once) and grows as :math:`1 + \mathrm{CV}^2` when they
-    scatter. ``chain(scale_by_secant_curvature(), scale_by_learning_rate(1.0))`` is a diagonal
-    secant (quasi-Newton) method; :func:`vsgd` multiplies the same estimate by a noise factor.
+    Before the averages, :math:`\tau` grows by one if :math:`h_t` is an outlier: more than
+    :math:`k` standard deviations from the weighted mean :math:`a/b`, the variance being
+    :math:`c/b - (a/b)^2` (Schaul & LeCun 2013; none is declared while that variance is 0, as
+    after a single sample: below :math:`\sqrt{\epsilon_{mach}}\, c/b` it is cancellation noise).
+    After them the memory follows vSGD's rule on the secant's own
+    agreement, :math:`\tau \leftarrow (1 - a^2/(bc))\,\tau + 1`: :math:`a^2/(bc)` is the squared
+    correlation of :math:`\Delta g` and :math:`\Delta\theta`, 1 for a noiseless curvature (which is
+    then followed at once, :math:`\tau = 1`) and small when noise dominates (long averages). The
+    first secant of a coordinate sets the averages (weight 1). Until a coordinate has a nonzero
+    :math:`a` the output is :math:`u_t / h_0`. On a quadratic :math:`\bar h` is exact from the
+    second update on. ``chain(scale_by_secant_curvature(), scale_by_learning_rate(1.0))`` is a
+    diagonal secant (quasi-Newton) method; :func:`vsgd` multiplies the same estimate by its
+    noise factor.
 
     Args:
       outlier_threshold: :math:`k > 0`, in standard deviations (the paper's 2).
@@ -200,11 +227,17 @@ def scale_by_secant_curvature(outlier_threshold: float = 2.0, initial_curvature:
 
     Note:
       The paper differences two gradients of the *same* sample, at :math:`\theta` and
-      :math:`\theta + \bar g`; here the two gradients are consecutive minibatch gradients, one
-      step apart, since a transformation sees one gradient per update and a second gradient
-      would cost a second backward pass. Their noise does not cancel: near a minimum the secant
-      overestimates the curvature by about :math:`\sigma/|\Delta\theta|`, which makes the step
-      conservative. Needs ``params``; the state keeps a copy of the gradient and of the parameters.
+      :math:`\theta + \bar g`, and averages :math:`|h_t|`, using :math:`\bar h/\overline{h^2}`
+      for :math:`1/h`. Here the two gradients are consecutive minibatch gradients, one step
+      apart (a transformation sees one gradient per update; a second gradient would cost a
+      second backward pass), and their noise does not cancel: a single secant is off by about
+      :math:`\sigma/|\Delta\theta|`, which explodes as the steps shrink, and the paper's average
+      of :math:`|h_t|` then runs away (measured on a noisy quadratic: :math:`\bar h` a million times
+      the true curvature after 2,000 steps, the rates frozen). Weighting by
+      :math:`\Delta\theta^2` bounds the bias: since the step :math:`\Delta\theta_t` was made with
+      :math:`g_{t-1}`, the slope still overestimates :math:`h` by about :math:`\sigma^2 /
+      (\eta\,\mathbb E g^2)`, which only makes the step conservative. Needs ``params``; the state
+      keeps a copy of the gradient and of the parameters.
 
     References:
       Schaul & LeCun, 2013, Adaptive learning rates and parallelization for stochastic, sparse,
@@ -216,31 +249,29 @@ def scale_by_secant_curvature(outlier_threshold: float = 2.0, initial_curvature:
     _check_curvature_hyperparameters(owner, outlier_threshold, initial_curvature)
 
     def init(params):
-        return ScaleBySecantCurvatureState(
-            prev_grad=_zeros(params), prev_params=_zeros(params), h_mean=_zeros(params, real=True),
-            h_sq=_zeros(params, real=True), memory=_zeros(params, wide=True))
+        real = _zeros(params, real=True)
+        return ScaleBySecantCurvatureState(prev_grad=_zeros(params), prev_params=_zeros(params), cross=real,
+                                           step_sq=real, change_sq=real, memory=_zeros(params, wide=True))
 
-    def leaf(u, g, p, g_prev, p_prev, h_mean, h_sq, memory):
+    def leaf(u, g, p, g_prev, p_prev, cross, step_sq, change_sq, memory):
         tau = memory.astype(_working_dtype(p))
-        h, valid = _secant(g, g_prev, p, p_prev, tau > 0)
-        mean, sq = h_mean.astype(h.dtype), h_sq.astype(h.dtype)
-        seen = sq > 0
-        tau = jnp.where(tau > 0, tau, 1) + _outlier(h, mean, sq, outlier_threshold, valid & seen)
-        w = jnp.where(seen, 1 / tau, 1)
-        mean = _as_stored(jnp.where(valid, (1 - w) * mean + w * h, mean), h_mean)
-        sq = _as_stored(jnp.where(valid, (1 - w) * sq + w * h * h, sq), h_sq)
-        agreement = jnp.where(sq > 0, jnp.clip(mean * mean / jnp.where(sq > 0, sq, 1), 0, 1), 0)
+        x, dd, gg, valid = _secant(g, g_prev, p, p_prev, tau > 0)
+        old = tuple(m.astype(x.dtype) for m in (cross, step_sq, change_sq))
+        a, b, c, tau = _curvature_statistics(x, dd, gg, valid, old, jnp.maximum(tau, 1), outlier_threshold)
+        a, b, c = _as_stored(a, cross), _as_stored(b, step_sq), _as_stored(c, change_sq)
+        positive = (b > 0) & (c > 0)
+        agreement = jnp.where(positive, jnp.clip(a * a / jnp.where(positive, b * c, 1), 0, 1), 0)
         tau = jnp.where(valid, (1 - agreement) * tau + 1, tau)
-        scale = _inverse_curvature(mean, sq, initial_curvature)
-        out = (u * scale.astype(real_dtype_of(jnp.result_type(u, h_mean)))).astype(jnp.result_type(u, h_mean))
-        return (out, g.astype(g_prev.dtype), p.astype(p_prev.dtype), mean.astype(h_mean.dtype),
-                sq.astype(h_sq.dtype), tau.astype(memory.dtype))
+        out_dtype = jnp.result_type(u, cross)
+        scale = _inverse_curvature(a, b, initial_curvature).astype(real_dtype_of(out_dtype))
+        return ((u * scale).astype(out_dtype), g.astype(g_prev.dtype), p.astype(p_prev.dtype), a.astype(cross.dtype),
+                b.astype(step_sq.dtype), c.astype(change_sq.dtype), tau.astype(memory.dtype))
 
     def update(updates, state, params=None, *, chain_input=None, **extra):
         del extra
         _require_params(owner, params, updates)
         g = measured(updates, chain_input, owner)
-        check_matches_state(g, state.h_mean, owner)
+        check_matches_state(g, state.cross, owner)
         out, new = _per_leaf(updates, (g, params), leaf, tuple(state))
         return out, ScaleBySecantCurvatureState(*new)
 
@@ -248,15 +279,19 @@ def scale_by_secant_curvature(outlier_threshold: float = 2.0, initial_curvature:
 
 
 class ScaleByVsgdState(NamedTuple):
-    """vSGD's running averages :math:`\\bar g, \\bar v, \\bar h, \\overline{h^2}`, its memory and the previous step.
+    r"""vSGD's running averages, its memory and the previous step.
 
-    ``memory`` (:math:`\\tau`, float32 or wider) is 0 before a coordinate's first update.
+    ``mu``, ``nu`` are :math:`\bar g` and :math:`\bar v` (Optax's names for first and second moments);
+    ``cross``, ``step_sq``, ``change_sq`` the secant's :math:`\langle\Delta g\,\Delta\theta\rangle`,
+    :math:`\langle\Delta\theta^2\rangle`, :math:`\langle\Delta g^2\rangle`; ``memory`` (:math:`\tau`,
+    float32 or wider) is 0 before a coordinate's first update.
     """
 
-    g_mean: Any
-    g_sq: Any
-    h_mean: Any
-    h_sq: Any
+    mu: Any
+    nu: Any
+    cross: Any
+    step_sq: Any
+    change_sq: Any
     memory: Any
     prev_grad: Any
     prev_params: Any
@@ -278,36 +313,40 @@ def scale_by_vsgd(
 ) -> Transformation:
     r"""Multiplies the input by vSGD's per-coordinate rate :math:`\eta^*_i`, curvature from gradient differences.
 
-    For each coordinate, with :math:`g_t` the gradient entering the chain at :math:`\theta_t`
-    and :math:`h_t = |g_t - g_{t-1}| / |\theta_t - \theta_{t-1}|` the secant curvature (where the
+    For each coordinate, with :math:`g_t` the gradient entering the chain at :math:`\theta_t`,
+    :math:`\Delta g = g_t - g_{t-1}` and :math:`\Delta\theta = \theta_t - \theta_{t-1}` (where the
     coordinate moved by more than rounding, as :func:`scale_by_secant_curvature`):
 
     .. math::
 
-        \tau &\leftarrow \tau + [\,|g_t - \bar g|^2 > k^2(\bar v - |\bar g|^2)
-              \ \text{or}\ (h_t - \bar h)^2 > k^2(\overline{h^2} - \bar h^2)\,] \\
+        \tau &\leftarrow \tau + [\,h_t = \Delta g/\Delta\theta \text{ is more than } k
+              \text{ s.d. from } a/b\,] \\
         \bar g &\leftarrow (1 - \tau^{-1})\,\bar g + \tau^{-1} g_t, \qquad
         \bar v \leftarrow (1 - \tau^{-1})\,\bar v + \tau^{-1} |g_t|^2, \\
-        \bar h &\leftarrow (1 - \tau^{-1})\,\bar h + \tau^{-1} h_t, \qquad
-        \overline{h^2} \leftarrow (1 - \tau^{-1})\,\overline{h^2} + \tau^{-1} h_t^2, \\
-        \eta^* &= \frac{|\bar g|^2}{\bar v}\cdot\frac{\bar h}{\overline{h^2}}, \qquad
+        a &\leftarrow (1 - \tau^{-1})\, a + \tau^{-1} \Delta g\,\Delta\theta, \quad
+        b \leftarrow (1 - \tau^{-1})\, b + \tau^{-1} \Delta\theta^2, \quad
+        c \leftarrow (1 - \tau^{-1})\, c + \tau^{-1} \Delta g^2, \\
+        \eta^* &= \frac{|\bar g|^2}{\bar v}\cdot\frac{1}{\bar h}, \quad \bar h = \frac{|a|}{b}, \qquad
         \tau \leftarrow \Big(1 - \frac{|\bar g|^2}{\bar v}\Big)\,\tau + 1, \qquad
-        \text{out} = \eta^*\, u_t.
+        \text{out} = \eta^*\, u_t,
+
+    the outlier test using the secants' :math:`\Delta\theta^2`-weighted variance :math:`c/b - (a/b)^2`.
 
     The first update of a coordinate initialises instead (the slow start):
     :math:`\bar g = g_1`, :math:`\bar v = C\,|g_1|^2`, :math:`\tau = n_0`, so the first rates are
     at most :math:`1/C` of the estimate. The curvature averages start at the first sample
-    (weight 1); before it, and wherever no positive curvature was seen, :math:`\bar h /
-    \overline{h^2}` is replaced by :math:`1/h_0`. Where :math:`\bar v = 0` (only zero gradients)
-    the rate is 0. :math:`|\bar g|^2/\bar v \in [0, 1]` is the fraction of the gradient's second
-    moment that is signal: the rate is the Newton step :math:`1/h` far from a minimum and
-    anneals as the noise takes over; the memory shrinks to 1 on a clean signal and grows near a
-    minimum, where the averages must be long.
+    (weight 1); before it, and wherever :math:`a = 0`, :math:`1/\bar h` is replaced by
+    :math:`1/h_0`. Where :math:`\bar v = 0` (only zero gradients) the rate is 0.
+    :math:`|\bar g|^2/\bar v \in [0, 1]` is the fraction of the gradient's second moment that is signal:
+    the rate is the Newton step :math:`1/h` far from a minimum and anneals as the noise takes over;
+    the memory shrinks to 1 on a clean signal and grows near a minimum, where the averages must be long.
 
-    ``vsgd = chain(scale_by_vsgd(...), scale_by_learning_rate(1.0))``. The four averages share
-    one memory (the gradient's signal fraction shortens it, an outlier of either the gradient or
-    the curvature lengthens it), which is why they live in one stage rather than in a chain of
-    :func:`scale_by_secant_curvature` and a gradient statistic.
+    ``vsgd = chain(scale_by_vsgd(...), scale_by_learning_rate(1.0))``. The averages share
+    one memory (the gradient's signal fraction shortens it, a curvature outlier lengthens it),
+    which is why they live in one stage rather than in a chain of :func:`scale_by_secant_curvature`
+    and a gradient statistic. Only curvature samples are tested for outliers (as Schaul & LeCun
+    describe); a gradient test, as in the authors' later code, flags every step of a noiseless
+    descent (a short memory's variance is 0) and anneals a deterministic problem.
 
     Args:
       slow_start: :math:`C \ge 1`, the factor of the first :math:`\bar v`. The authors' code
@@ -329,7 +368,9 @@ def scale_by_vsgd(
       The paper's vSGD takes the diagonal curvature from bbprop, and Schaul & LeCun's
       finite-difference variant from two gradients of the same sample; here the curvature comes
       from consecutive (minibatch) gradients, one per update (see
-      :func:`scale_by_secant_curvature`), so it needs ``params``. The paper initialises the
+      :func:`scale_by_secant_curvature`: a least-squares slope instead of the paper's robust
+      :math:`\bar h/\overline{h^2}`, which runs away with consecutive noisy gradients), so it
+      needs ``params``. The paper initialises the
       averages from :math:`n_0` extra gradients before the first step; a transformation has
       only the first one, which counts for :math:`n_0`. Not the variational "VSGD" of Chen et
       al. (2024).
@@ -345,41 +386,37 @@ def scale_by_vsgd(
 
     def init(params):
         real = _zeros(params, real=True)
-        return ScaleByVsgdState(
-            g_mean=_zeros(params), g_sq=real, h_mean=real, h_sq=real, memory=_zeros(params, wide=True),
-            prev_grad=_zeros(params), prev_params=_zeros(params))
+        return ScaleByVsgdState(mu=_zeros(params), nu=real, cross=real, step_sq=real, change_sq=real,
+                                memory=_zeros(params, wide=True), prev_grad=_zeros(params), prev_params=_zeros(params))
 
-    def leaf(u, g, p, g_mean, g_sq, h_mean, h_sq, memory, g_prev, p_prev):
+    def leaf(u, g, p, mu, nu, cross, step_sq, change_sq, memory, g_prev, p_prev):
         tau = memory.astype(_working_dtype(p))
         started = tau > 0
-        h, valid = _secant(g, g_prev, p, p_prev, started)
-        gw = _widen(g)
-        dtype = h.dtype
-        gbar, vbar = _widen(g_mean), g_sq.astype(dtype)
-        hbar, hsq = h_mean.astype(dtype), h_sq.astype(dtype)
-        seen = hsq > 0
-        outlier = _outlier(h, hbar, hsq, outlier_threshold, valid & seen)
-        tau = jnp.where(started, tau + outlier, jnp.asarray(initial_memory, dtype))
+        x, dd, gg, valid = _secant(g, g_prev, p, p_prev, started)
+        dtype = x.dtype
+        old = tuple(m.astype(dtype) for m in (cross, step_sq, change_sq))
+        tau = jnp.where(started, tau, jnp.asarray(initial_memory, dtype))
+        a, b, c, tau = _curvature_statistics(x, dd, gg, valid, old, tau, outlier_threshold)
+        a, b, c = _as_stored(a, cross), _as_stored(b, step_sq), _as_stored(c, change_sq)
         w = 1 / tau
+        gw = _widen(g)
         gsq = abs_sq(gw)
-        gbar = _as_stored(jnp.where(started, (1 - w) * gbar + w * gw, gw), g_mean)
-        vbar = _as_stored(jnp.where(started, (1 - w) * vbar + w * gsq, jnp.asarray(slow_start, dtype) * gsq), g_sq)
-        wh = jnp.where(seen, w, 1)
-        hbar = _as_stored(jnp.where(valid, (1 - wh) * hbar + wh * h, hbar), h_mean)
-        hsq = _as_stored(jnp.where(valid, (1 - wh) * hsq + wh * h * h, hsq), h_sq)
+        gbar = _as_stored(jnp.where(started, (1 - w) * _widen(mu) + w * gw, gw), mu)
+        vbar = jnp.where(started, (1 - w) * nu.astype(dtype) + w * gsq, jnp.asarray(slow_start, dtype) * gsq)
+        vbar = _as_stored(vbar, nu)
         signal = jnp.where(vbar > 0, jnp.clip(abs_sq(gbar) / jnp.where(vbar > 0, vbar, 1), 0, 1), 0)
-        rate = signal * _inverse_curvature(hbar, hsq, initial_curvature)
+        rate = signal * _inverse_curvature(a, b, initial_curvature)
         tau = (1 - signal) * tau + 1
-        out_dtype = jnp.result_type(u, g_sq)
+        out_dtype = jnp.result_type(u, nu)
         out = (u * rate.astype(real_dtype_of(out_dtype))).astype(out_dtype)
-        return (out, gbar.astype(g_mean.dtype), vbar.astype(g_sq.dtype), hbar.astype(h_mean.dtype),
-                hsq.astype(h_sq.dtype), tau.astype(memory.dtype), g.astype(g_prev.dtype), p.astype(p_prev.dtype))
+        return (out, gbar.astype(mu.dtype), vbar.astype(nu.dtype), a.astype(cross.dtype), b.astype(step_sq.dtype),
+                c.astype(change_sq.dtype), tau.astype(memory.dtype), g.astype(g_prev.dtype), p.astype(p_prev.dtype))
 
     def update(updates, state, params=None, *, chain_input=None, **extra):
         del extra
         _require_params(owner, params, updates)
         g = measured(updates, chain_input, owner)
-        check_matches_state(g, state.g_sq, owner)
+        check_matches_state(g, state.nu, owner)
         out, new = _per_leaf(updates, (g, params), leaf, tuple(state))
         return out, ScaleByVsgdState(*new)
 
@@ -401,7 +438,7 @@ def vsgd(
     .. math::
 
         \theta_{t+1} = \theta_t - \lambda\, \eta^*_t \odot g_t, \qquad
-        \eta^*_{t,i} = \frac{\bar g_i^2}{\bar v_i}\cdot\frac{\bar h_i}{\overline{h^2_i}}
+        \eta^*_{t,i} = \frac{\bar g_i^2}{\bar v_i\, \bar h_i}
         \approx \frac{(\mathbb E g_i)^2}{\mathbb E[g_i^2]\; h_i},
 
     the rate that minimises the expected loss after the step on a noisy quadratic (Schaul,
