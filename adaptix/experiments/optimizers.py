@@ -54,15 +54,32 @@ ALIASES = (
     "sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "amsgrad", "nadam", "nadamw",
     "adamax", "radam", "lion", "sign_sgd", "signum", "rprop",
 )
+# Optimizers that need no learning rate, as published: the factory ignores the rate it is handed (and the
+# experiment's schedule built on it, such as alpha / sqrt(t)), and --tune searches none (tuning.tuned).
+RATE_FREE_OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
+    "vsgd": adaptix.vsgd,  # Schaul, Zhang & LeCun's rates, from the gradient's statistics and curvature
+}
 
 
 def optimizer_names() -> tuple[str, ...]:
-    """Every name the command line knows, sorted: the adaptix aliases and the special names."""
-    return tuple(sorted((*ALIASES, *SPECIAL_OPTIMIZERS)))
+    """Every name the command line knows, sorted: the adaptix aliases, the special and the rate-free names."""
+    return tuple(sorted((*ALIASES, *SPECIAL_OPTIMIZERS, *RATE_FREE_OPTIMIZERS)))
+
+
+def is_rate_free(name: str) -> bool:
+    """Whether ``name`` sets its own step sizes (:data:`RATE_FREE_OPTIMIZERS`): nothing to tune or schedule."""
+    return name in RATE_FREE_OPTIMIZERS
 
 
 def optimizer_factory(name: str) -> Callable[[optax.ScalarOrSchedule], optax.GradientTransformation]:
-    """``learning_rate -> transformation`` for an alias name, a special name, or ``module:function``."""
+    """``learning_rate -> transformation`` for an alias name, a special name, or ``module:function``.
+
+    A rate-free optimizer's factory takes the rate like the others (the trainers hand every one a rate) and
+    ignores it.
+    """
+    if name in RATE_FREE_OPTIMIZERS:
+        make = RATE_FREE_OPTIMIZERS[name]
+        return lambda lr: make()
     if name in SPECIAL_OPTIMIZERS:
         return SPECIAL_OPTIMIZERS[name]
     if name in ALIASES:

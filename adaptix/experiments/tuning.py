@@ -24,6 +24,7 @@ import time
 from tqdm.auto import tqdm
 
 from adaptix.experiments.checkpoints import RunProgress
+from adaptix.experiments.optimizers import is_rate_free
 from adaptix.experiments.options import RunOptions
 from adaptix.experiments.results import mean_score
 from adaptix.experiments.trainers import grid_search, sweep_grid
@@ -123,9 +124,15 @@ def tune(experiment, data, arm: str, options: RunOptions, epochs: int, seeds: tu
 
 
 def tuned(experiment, data, arm: str, options: RunOptions, epochs: int, seeds: tuple[int, ...],
-          progress: RunProgress, key: str) -> tuple[str, float, dict[int, dict[str, float]], float]:
+          progress: RunProgress, key: str) -> tuple[str, float, dict[int, dict[str, float]] | None, float | None]:
     """:func:`tune`'s variant, step size and scores, and its wall time; from ``progress`` when a run before this
-    one finished it."""
+    one finished it.
+
+    A rate-free arm (:func:`~adaptix.experiments.optimizers.is_rate_free`, vSGD) has nothing to search: its
+    default variant, the rate 1.0 (which its factory ignores), and no scores or time, as an untuned arm.
+    """
+    if is_rate_free(experiment.variant(arm)) and all(is_rate_free(v) for v in experiment.variants.get(arm, ())):
+        return experiment.variant(arm), 1.0, None, None
     done = progress.get(f"{key}/tuned")
     if done is None:
         start = time.perf_counter()
