@@ -179,3 +179,26 @@ def _moment_sqrt_jvp(primals, tangents):
     y = jnp.sqrt(x)
     positive = x > 0
     return y, dx * jnp.where(positive, 0.5 / jnp.where(positive, y, 1), 0).astype(dx.dtype)
+
+
+@jax.custom_jvp
+def moment_power(x: jax.Array, p: jax.Array) -> jax.Array:
+    r""":math:`x^p` of a second moment :math:`x \ge 0`, with the derivative 0 at :math:`x = 0`.
+
+    As :func:`moment_sqrt` (which is ``moment_power(x, 0.5)`` up to rounding) for another exponent
+    (:func:`adaptix.scale_by_rms`'s ``power``): :math:`\partial x^p / \partial x = p x^{p-1}` is
+    infinite at 0 for :math:`p < 1`, and there the moment's tangent is 0 too, so the product's limit,
+    0, is used. The derivative in :math:`p` is :math:`x^p \log x`, 0 at :math:`x = 0`.
+    """
+    return jnp.power(x, p)
+
+
+@moment_power.defjvp
+def _moment_power_jvp(primals, tangents):
+    (x, p), (dx, dp) = primals, tangents
+    y = jnp.power(x, p)
+    positive = x > 0
+    safe_x = jnp.where(positive, x, 1)
+    dy_dx = jnp.where(positive, p * jnp.power(safe_x, p - 1), 0)
+    dy_dp = jnp.where(positive, y * jnp.log(safe_x), 0)
+    return y, (dx * dy_dx + dp * dy_dp).astype(y.dtype)

@@ -35,13 +35,15 @@ EPS_IN_SQRT_BY_DEFAULT_KEYS = ("decay",)
 ADAGRAD_KEYS = ("initial_accumulator_value",)
 #: Decoupled weight decay.
 WEIGHT_DECAY_KEYS = ("weight_decay",)
+#: The exponent p of the second moment (``scale_by_rms``'s ``power``): 1/2 for RMSProp and Adam.
+POWER_KEYS = ("power",)
 #: Keys passed through unchanged by both rules.
 UNCHANGED_KEYS = (
     "nesterov", "eps_in_sqrt", "centered", "bias_correction", "mask", "weight_decay_mask", "mu_dtype", "nu_dtype",
     "accumulator_dtype", "momentum_decay", "debias_before_max", "threshold", "nesterov_momentum",
 )
 KNOWN_KEYS = (*LEARNING_RATE_KEYS, *DECAY_KEYS, "betas", *HEAVY_BALL_KEYS, *EPS_KEYS, *EPS_ROOT_KEYS, *ADAGRAD_KEYS,
-              *WEIGHT_DECAY_KEYS, *UNCHANGED_KEYS)
+              *WEIGHT_DECAY_KEYS, *POWER_KEYS, *UNCHANGED_KEYS)
 RULES = ("sqrt", "linear")
 
 
@@ -116,6 +118,14 @@ def _eps_in_sqrt(owner: str, hparams: Mapping[str, Any], eps_in_sqrt: bool | Non
     return bool(flag)
 
 
+def _exponent(owner: str, hparams: Mapping[str, Any]) -> float:
+    """The exponent p of the second moment in the step ``g / v^p``: ``hparams["power"]``, else 1/2."""
+    p = hparams.get("power", 0.5)
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 < p <= 1:
+        raise ValueError(f"{owner}: power must be a number in (0, 1], got {p!r}.")
+    return float(p)
+
+
 def _unknown(owner: str, key: str) -> str:
     return (f"{owner}: does not know how to scale {key!r}; known keys: {', '.join(sorted(KNOWN_KEYS))}. "
             "Pass strict=False to leave unknown keys unchanged.")
@@ -135,15 +145,18 @@ def _linear_rule(owner: str, hparams: Mapping[str, Any], k: float, strict: bool)
 
 def _sqrt_rule(owner: str, hparams: Mapping[str, Any], k: float, strict: bool,
                eps_in_sqrt: bool | None) -> dict[str, Any]:
-    root = math.sqrt(k)
-    eps_divisor = k if _eps_in_sqrt(owner, hparams, eps_in_sqrt) else root
+    p = _exponent(owner, hparams)
+    preconditioner = k ** p  # v ~ noise / batch, so v^p grows x kappa^p
+    eps_divisor = k if _eps_in_sqrt(owner, hparams, eps_in_sqrt) else preconditioner
     heavy_ball = any(_is_on(hparams.get(key)) for key in HEAVY_BALL_KEYS)
-    lr_factor = root * k if heavy_ball else root  # with a heavy ball, eta / (1 - mu) is what grows x sqrt(kappa)
+    lr_factor = k / preconditioner  # kappa^(1-p): sqrt(kappa) for RMSProp and Adam
+    if heavy_ball:
+        lr_factor *= k  # with a heavy ball, eta / (1 - mu) is what grows x kappa^(1-p)
     out: dict[str, Any] = {}
     for key, value in hparams.items():
         if key in LEARNING_RATE_KEYS:
             out[key] = _scale_learning_rate(owner, key, value, lr_factor, k)
-        elif key in UNCHANGED_KEYS:
+        elif key in UNCHANGED_KEYS or key in POWER_KEYS:
             out[key] = value
         elif key in ADAGRAD_KEYS:
             raise ValueError(
@@ -160,7 +173,7 @@ def _sqrt_rule(owner: str, hparams: Mapping[str, Any], k: float, strict: bool,
         elif key in EPS_ROOT_KEYS:
             out[key] = value / k
         elif key in WEIGHT_DECAY_KEYS:
-            out[key] = _scale_rate(value, root, k)
+            out[key] = _scale_rate(value, preconditioner, k)
         elif strict:
             raise ValueError(_unknown(owner, key))
         else:
@@ -192,6 +205,13 @@ def scale_hyperparameters(hparams: Mapping[str, Any], kappa: float, rule: str = 
 
         1-\mu \mapsto \kappa\,(1-\mu), \qquad \eta \mapsto \kappa^{3/2}\,\eta
         \quad\Big(\text{so } \frac{\eta}{1-\mu} \mapsto \sqrt{\kappa}\,\frac{\eta}{1-\mu}\Big).
+
+    With another exponent :math:`p` of the second moment (``power``, the step
+    :math:`g/\hat v^{\,p}` of :func:`adaptix.scale_by_rms`; :math:`p = \frac12` above):
+    :math:`\eta \mapsto \kappa^{1-p}\eta` (:math:`\kappa^{2-p}\eta` with a heavy ball),
+    :math:`\epsilon \mapsto \epsilon/\kappa^p` outside the power (÷κ inside it),
+    :math:`\lambda \mapsto \kappa^p\lambda`. As :math:`p \to 0` this is the linear rule; the
+    diagonal natural gradient (:math:`p = 1`) keeps its learning rate.
 
     ``rule="linear"`` (SGD, SGD with momentum; Goyal et al., 2017):
 
@@ -257,7 +277,10 @@ def scale_hyperparameters(hparams: Mapping[str, Any], kappa: float, rule: str = 
       :math:`\propto \eta^2/B`: both are kept by :math:`\eta \propto \sqrt{B}`.
       An EMA remembers :math:`B/(1-\beta)` samples: kept by
       :math:`1-\beta \propto B`. A constant added to :math:`v` must scale like
-      :math:`v`, ÷κ; one added to :math:`\sqrt v`, ÷√κ.
+      :math:`v`, ÷κ; one added to :math:`\sqrt v`, ÷√κ. With :math:`g/v^p` the
+      preconditioner grows as :math:`B^p`: per sample the drift is
+      :math:`\propto \eta B^{p-1}` and the noise variance :math:`\propto \eta^2 B^{2p-2}`,
+      both kept by :math:`\eta \propto B^{1-p}`.
 
       A heavy ball placed after the learning rate is an EMA of the steps:
       :math:`t_k = \frac{\eta}{1-\mu}\,[\mu s_{k-1} + (1-\mu)\, g_k/\sqrt{v_k}]`

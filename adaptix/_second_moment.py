@@ -21,6 +21,7 @@ from adaptix._accumulators import (
     ema_of_squares_rule,
     ema_rule,
     for_leaf,
+    moment_power,
     moment_sqrt,
     power,
     scalar_dtype,
@@ -40,14 +41,14 @@ from adaptix._tree import (
 )
 
 
-def _surely_finite_inverse(eps, eps_root, eps_in_sqrt, dtype) -> bool:
+def _surely_finite_inverse(eps, eps_root, eps_in_sqrt, dtype, exponent=0.5) -> bool:
     """Whether ``eps``/``eps_root`` alone keep the inverse RMS finite in ``dtype``.
 
     True only for concrete Python numbers whose value in ``dtype`` is a normal
     number with a finite reciprocal (1e-8 in float32 or bfloat16, not in
     float16, where it rounds to 0). Traced values give False.
     """
-    if not all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in (eps, eps_root)):
+    if not all(_is_number(e) for e in (eps, eps_root, exponent)):
         return False
     dtype = jnp.dtype(dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
@@ -55,16 +56,19 @@ def _surely_finite_inverse(eps, eps_root, eps_in_sqrt, dtype) -> bool:
     info = jnp.finfo(dtype)
     with np.errstate(all="ignore"):
         if eps_in_sqrt:
-            floor = np.asarray(eps + eps_root, dtype)
-            inverse = np.asarray(1.0, dtype) / np.sqrt(floor)
+            floor = np.power(np.asarray(eps + eps_root, dtype), np.asarray(exponent, dtype))
         else:
-            floor = np.sqrt(np.asarray(eps_root, dtype)) + np.asarray(eps, dtype)
-            inverse = np.asarray(1.0, dtype) / floor
+            floor = np.power(np.asarray(eps_root, dtype), np.asarray(exponent, dtype)) + np.asarray(eps, dtype)
+        inverse = np.asarray(1.0, dtype) / floor
     return bool(floor >= info.tiny) and bool(np.isfinite(inverse))
 
 
-def _inverse_rms(nu_hat, eps, eps_root, eps_in_sqrt):
-    """``1 / sqrt(nu_hat + eps_root + eps)`` or ``1 / (sqrt(nu_hat + eps_root) + eps)``.
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _inverse_rms(nu_hat, eps, eps_root, eps_in_sqrt, exponent=0.5):
+    """``(nu_hat + eps_root + eps)^-p`` or ``1 / ((nu_hat + eps_root)^p + eps)``; ``p = 1/2`` by default.
 
     0 where the denominator is 0 (or so small that its reciprocal overflows):
     that happens only when ``eps`` and ``eps_root`` are 0 (or below the
@@ -73,16 +77,29 @@ def _inverse_rms(nu_hat, eps, eps_root, eps_in_sqrt):
     smallest number). The output is then ``0 * inf``; 0 is its limit for a
     vanishing input, where the bare formula gives NaN. A NaN moment stays NaN.
     When ``eps`` alone keeps the denominator positive the guard is not built.
+    The square root (a Python ``exponent`` of 0.5) is computed as ``rsqrt``/``sqrt``, bit for bit the
+    references' arithmetic; any other exponent (or a traced one) through :func:`moment_power`.
     """
     floor, root_floor = working(eps, nu_hat), working(eps_root, nu_hat)
+    if _is_number(exponent) and exponent == 0.5:
+        root_of = moment_sqrt
+    else:
+        p = for_leaf(working(exponent, nu_hat), nu_hat)
+        root_of = lambda x: moment_power(x, p)  # noqa: E731
     if eps_in_sqrt:
-        inverse = jax.lax.rsqrt(nu_hat + for_leaf(floor + root_floor, nu_hat))
+        denominator = nu_hat + for_leaf(floor + root_floor, nu_hat)
+        invert = jax.lax.rsqrt if root_of is moment_sqrt else lambda d: 1 / root_of(d)
     else:
         floor, root_floor = for_leaf(floor, nu_hat), for_leaf(root_floor, nu_hat)
-        inverse = 1 / (moment_sqrt(nu_hat + root_floor) + floor)
-    if _surely_finite_inverse(eps, eps_root, eps_in_sqrt, jnp.result_type(inverse)):
+        denominator = root_of(nu_hat + root_floor) + floor
+        invert = lambda d: 1 / d  # noqa: E731
+    inverse = invert(denominator)
+    if _surely_finite_inverse(eps, eps_root, eps_in_sqrt, jnp.result_type(inverse), exponent):
         return inverse
-    return jnp.where(jnp.isposinf(inverse), jnp.zeros_like(inverse), inverse)
+    # inverted again where it is kept, from a denominator that is 1 where it is cut: the cut entries'
+    # derivative is then 0, not the bare formula's inf * 0 = NaN (meta-gradients with eps = 0)
+    cut = jnp.isposinf(inverse)
+    return jnp.where(cut, jnp.zeros_like(inverse), invert(jnp.where(cut, jnp.ones_like(denominator), denominator)))
 
 
 def _rescale(updates, scales, state_tree):
@@ -111,16 +128,28 @@ def scale_by_rms(
     bias_correction: bool = False,
     *,
     eps_root: float = 0.0,
+    power: float = 0.5,
     accumulator_dtype: Any = None,
 ) -> Transformation:
-    r"""Divides the input by the root mean square of the gradient (RMSProp).
+    r"""Divides the input by the root mean square of the gradient (RMSProp), or by another power of it.
 
     .. math::
 
         v_t = \beta v_{t-1} + (1-\beta)\, |g_t|^2, \qquad
         \hat v_t = v_t / (1-\beta^t)\ \text{(if bias\_correction)}, \\
-        \text{out} = \frac{u_t}{\sqrt{\hat v_t + \epsilon}} \ \ \text{(eps\_in\_sqrt)}
-        \quad\text{or}\quad \frac{u_t}{\sqrt{\hat v_t + \epsilon_{root}} + \epsilon}.
+        \text{out} = \frac{u_t}{(\hat v_t + \epsilon)^p} \ \ \text{(eps\_in\_sqrt)}
+        \quad\text{or}\quad \frac{u_t}{(\hat v_t + \epsilon_{root})^p + \epsilon},
+        \qquad p = \tfrac12 \text{ by default}.
+
+    :math:`\hat v` is a diagonal of the empirical Fisher matrix :math:`E[g g^\top]`. With
+    :math:`p = \frac12` (RMSProp, Adam) the step is invariant to the gradient's scale and bounded by
+    about the learning rate; :math:`p = 1` is the *diagonal empirical-Fisher natural gradient*
+    :math:`\hat F^{-1} g`, which near a likelihood's optimum (where the per-example gradients'
+    second moment approaches the Hessian) is a diagonal Newton step, and far from it divides by
+    :math:`g^2` (a step :math:`\propto 1/g`, large where the gradient is small: Kunstner et al.,
+    2019, "Limitations of the empirical Fisher approximation"), so it needs damping, ``eps``;
+    :math:`0 < p < \frac12` interpolates towards SGD (Padam, Chen et al., 2020).
+    ``notebooks/09_fisher_power.ipynb`` shows the three regimes on quadratics.
 
     :math:`g_t` is the gradient entering the chain (``chain_input``), :math:`u_t` this
     stage's input. Where the denominator is 0 (``eps = eps_root = 0``, or an
@@ -138,6 +167,9 @@ def scale_by_rms(
         ``False`` puts it outside (Adam, PyTorch's RMSprop).
       bias_correction: divide :math:`v_t` by :math:`1-\beta^t`.
       eps_root: a further constant inside the root (Optax's Adam ``eps_root``).
+      power: the exponent :math:`p` of :math:`\hat v`, in ``(0, 1]``: ``0.5`` the root mean square,
+        ``1`` the diagonal natural gradient. (The batch-size rule of :func:`adaptix.sqrt_scaling`
+        then scales the learning rate by :math:`\kappa^{1-p}`.)
       accumulator_dtype: real dtype of the stored :math:`v` (e.g.
         ``jnp.bfloat16``), or :func:`adaptix.quantized` (8-bit codes, unsigned
         map); ``None`` keeps the parameters' (real) dtype. The new :math:`v` is
@@ -168,6 +200,8 @@ def scale_by_rms(
     v.check_nonnegative(owner, "initial_scale", initial_scale)
     v.check_bool(owner, "eps_in_sqrt", eps_in_sqrt)
     v.check_nonnegative(owner, "eps_root", eps_root)
+    v.check_range(owner, "power", power, 0.0, 1.0, low_open=True,
+                  why="the exponent of the second moment: 0.5 for RMSProp and Adam, 1 for the natural gradient")
     check_storage(owner, "accumulator_dtype", accumulator_dtype)
 
     def init(params):
@@ -179,7 +213,7 @@ def scale_by_rms(
         check_matches_state(g, state.nu, owner)
         nu, stored = update_moment(ema_of_squares_rule(decay), g, state.nu)
         nu_hat = map_updates(lambda n: debias(n, decay, chain_step), nu) if bias_correction else nu
-        scales = map_updates(lambda n: _inverse_rms(n, eps, eps_root, eps_in_sqrt), nu_hat)
+        scales = map_updates(lambda n: _inverse_rms(n, eps, eps_root, eps_in_sqrt, power), nu_hat)
         return _rescale(updates, scales, state.nu), ScaleByRmsState(nu=stored)
 
     return _counted_if(bias_correction, owner, init, update)

@@ -257,6 +257,12 @@ DIM, SAMPLES, CHECKPOINTS, SIGMA, KAPPA = 512, 2048, 16, 10.0, 4
 # initial_scale = 3000 all matter. Measured gaps (mean |log loss ratio|) under the rules before the fix: 0.088 with
 # eps / sqrt(kappa) inside the root, 0.067 with initial_scale unchanged, 0.52 with 1 - momentum x kappa and
 # lr x sqrt(kappa), 0.091 keeping momentum 0.98 and lr x sqrt(kappa); eps / kappa outside the root: 0.055.
+def _natural_gradient(learning_rate, decay, eps, power, eps_in_sqrt=False):
+    """``g / (v + eps)`` or ``g / (v^p + eps)``: scale_by_rms with another exponent than 1/2."""
+    return adaptix.chain(adaptix.scale_by_rms(decay, eps, eps_in_sqrt=eps_in_sqrt, power=power),
+                         adaptix.scale_by_learning_rate(learning_rate))
+
+
 QUADRATIC_CASES = {
     "adam": (adaptix.adam, {"learning_rate": 3e-3, "b1": 0.9, "b2": 0.99, "eps": 1e-8}),
     "rmsprop-eps-outside": (adaptix.rmsprop, {"learning_rate": 3e-3, "decay": 0.99, "eps": 3.0, "eps_in_sqrt": False}),
@@ -267,6 +273,10 @@ QUADRATIC_CASES = {
     "rmsprop-momentum": (adaptix.rmsprop, {"learning_rate": 6e-5, "decay": 0.99, "eps": 1e-8, "momentum": 0.98}),
     "rmsprop-nesterov": (adaptix.rmsprop, {"learning_rate": 3e-4, "decay": 0.99, "eps": 1e-8, "momentum": 0.9,
                                            "nesterov": True}),
+    # v ~ 100 / batch: the step g / v is ~ batch / 100 times the gradient, so the learning rate is kept (kappa^0)
+    "natural-gradient-power-1": (_natural_gradient, {"learning_rate": 3e-2, "decay": 0.99, "eps": 30.0, "power": 1.0}),
+    "rms-power-0.75-eps-in-sqrt": (_natural_gradient, {"learning_rate": 1e-2, "decay": 0.99, "eps": 100.0,
+                                                       "power": 0.75, "eps_in_sqrt": True}),
 }
 
 
@@ -308,3 +318,15 @@ def test_sqrt_rule_lines_up_noise_dominated_curves_per_sample(case):
     assert ref[-1] < 0.5 * ref[0]  # it trained
     assert gap_sqrt < 0.04
     assert gap_linear > 5 * gap_sqrt
+
+
+def test_power_of_the_second_moment_sets_the_exponents():
+    natural = adaptix.sqrt_scaling({"learning_rate": 0.1, "decay": 0.99, "eps": 1.0, "weight_decay": 0.5,
+                                    "power": 1.0}, 4)
+    assert natural == pytest.approx({"learning_rate": 0.1, "decay": 0.96, "eps": 0.25, "weight_decay": 2.0,
+                                     "power": 1.0})
+    quarter = adaptix.sqrt_scaling({"learning_rate": 0.1, "eps": 1.0, "power": 0.25, "momentum": 0.99}, 16)
+    assert quarter == pytest.approx({"learning_rate": 0.1 * 16 ** 1.75, "eps": 0.5, "power": 0.25, "momentum": 0.84})
+    assert adaptix.linear_scaling({"learning_rate": 0.1, "power": 1.0}, 4) == {"learning_rate": 0.4, "power": 1.0}
+    with pytest.raises(ValueError, match="power must be a number in"):
+        adaptix.sqrt_scaling({"learning_rate": 0.1, "power": 0.0}, 4)
