@@ -13,8 +13,8 @@ import numpy as np
 import optax
 from flax import nnx
 
+from adaptix.experiments import autoencoder, toys, vae_bias_correction
 from adaptix.experiments import data as datasets
-from adaptix.experiments import toys, vae_bias_correction
 from adaptix.experiments.data import Data, Split
 from adaptix.experiments.models import CNN, MLP, LogisticRegression
 from adaptix.experiments.options import FLAGS, RunOptions, given
@@ -252,6 +252,18 @@ EXPERIMENTS: dict[str, Experiment] = {
             runner=toys.run_experiment,
             accepts=("optimizers", "seed", "quick", "epochs", "tune"),
             summarize=toys.summary,
+        ),
+        Experiment(
+            name="autoencoder-betas",
+            description=autoencoder.DESCRIPTION,
+            claim=autoencoder.CLAIM,
+            claims=autoencoder.CLAIMS,
+            optimizers=autoencoder.ARMS,
+            epochs=autoencoder.DEFAULT.epochs,
+            uses_data=("mnist",),
+            runner=autoencoder.run_experiment,
+            accepts=("data_dir", "seed", "seeds", "quick", "epochs"),
+            summarize=autoencoder.summary,
         ),
         Experiment(
             name="cnn-cifar10",
