@@ -13,7 +13,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from adaptix.experiments import autoencoder, toys, vae_bias_correction
+from adaptix.experiments import autoencoder, betas, toys, vae_bias_correction
 from adaptix.experiments import data as datasets
 from adaptix.experiments.data import Data, Split
 from adaptix.experiments.models import CNN, MLP, LogisticRegression
@@ -278,6 +278,16 @@ EXPERIMENTS: dict[str, Experiment] = {
             epochs=10,
             quick_epochs=3,
             uses_data=("cifar10",),
+        ),
+        Experiment(
+            name="adam-betas",
+            description=betas.DESCRIPTION + "; --epochs sets the steps (3,000)",
+            claim=betas.CLAIM,
+            optimizers=("adam",),
+            epochs=betas.FULL.steps,
+            runner=betas.run_experiment,
+            accepts=("seed", "seeds", "quick", "epochs"),
+            summarize=betas.summary,
         ),
     ]
 }
