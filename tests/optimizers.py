@@ -237,6 +237,9 @@ ALIASES: tuple[OptCase, ...] = (
     OptCase("adabayes", adaptix.adabayes, dict(learning_rate=1e-2, sgd_learning_rate=0.1), lr_scales_updates=False),
     OptCase("adabayes_fp", adaptix.adabayes_fp, dict(learning_rate=1e-2, sgd_learning_rate=0.1, weight_decay=1e-3),
             lr_scales_updates=False, needs_params=True),
+    # vSGD needs no rate: learning_rate is a multiplier (1 is the method), so the update is proportional to it at
+    # every step; the secant curvature reads the parameters (their change since the previous update).
+    OptCase("vsgd", adaptix.vsgd, dict(learning_rate=1.0), needs_params=True),
     # An n x n matrix per leaf: the suites' leaves have at most 120 entries (test_compiled_step's small leaf).
     OptCase("full_matrix_adagrad", adaptix.full_matrix_adagrad, dict(learning_rate=0.1, eps=1e-3), elementwise=False,
             static_args=("max_size",)),  # an int that inject_hyperparams would turn into an array

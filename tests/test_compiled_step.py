@@ -32,7 +32,9 @@ from optimizers import OPTIMIZER_PARAMS
 
 SHAPE = (96, 80)  # a shape nothing else in the step has
 SMALL_SHAPE = (12, 10)  # for an O(n^2) state: a (120, 120) matrix
-KNOWN_COPIES = {"lion": 1, "rprop": 2, "full_matrix_adagrad": 1}
+# vsgd keeps this step's gradient and parameters for the next secant: two copies into state buffers are
+# inherent (neither input is one); XLA orders the overwrite of the two previous-value buffers with four more.
+KNOWN_COPIES = {"lion": 1, "rprop": 2, "full_matrix_adagrad": 1, "vsgd": 6}
 
 
 def full_size_copies(opt, dtype=jnp.float32, shape=SHAPE) -> int:
