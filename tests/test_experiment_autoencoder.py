@@ -92,3 +92,23 @@ def test_verdicts_use_the_paired_rule_over_seeds():
     (claim,) = found["verdicts"]
     assert claim["measured"] == "<" and claim["holds"] and claim["mean_d"] == pytest.approx(-0.5)
     assert [v["measured"] for v in found["reference"]] == ["≈", "<"]  # 0.9 vs nag within 2 s.d.; 0.99 vs 0.9 below
+
+
+def test_an_interrupt_keeps_the_arms_that_finished(tmp_path, monkeypatch):
+    from adaptix.experiments.interrupts import RunInterrupted
+
+    original, calls = autoencoder.tune_arm, []
+
+    def stop_in_the_second(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(autoencoder, "train", _fake_train(1e-2))
+    monkeypatch.setattr(autoencoder, "tune_arm", stop_in_the_second)
+    with pytest.raises(RunInterrupted, match="1 of 6 units"):
+        autoencoder.run(quick=True, out=tmp_path, progress=False)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert not saved["complete"] and list(saved["tuning"]) == ["adam-b1-0.99"] and saved["runs"] == []
+    assert (tmp_path / "autoencoder-betas.png").is_file()
