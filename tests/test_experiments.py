@@ -214,3 +214,17 @@ def test_bias_correction_quick_real_data(tmp_path):
     assert early["stable_with_correction"] and early["unstable_without_correction"], early
     assert early["per_beta2"]["0.9999"]["worse"] >= 1 and early["per_beta2"]["0.99"]["worse"] == 0
     assert results["claim_holds"]
+
+
+def test_adam_8bit_keeps_both_moments_in_codes():
+    import jax
+    import jax.numpy as jnp
+
+    opt = optimizers.optimizer_factory("adam-8bit")(1e-3)
+    params = {"large": jnp.zeros((64, 128)), "small": jnp.zeros(10)}  # 8,192 entries: coded; 10: float32
+    state = opt.init(params)
+    coded = [x for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, adaptix.QuantizedArray))
+             if isinstance(x, adaptix.QuantizedArray)]
+    assert len(coded) == 2 and all(c.codes.dtype == jnp.int8 or c.codes.dtype == jnp.uint8 for c in coded)
+    updates, _ = opt.update(jax.tree.map(jnp.ones_like, params), state, params)
+    assert jnp.allclose(updates["large"], -1e-3, rtol=0.02) and jnp.allclose(updates["small"], -1e-3, rtol=1e-5)

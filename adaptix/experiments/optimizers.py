@@ -49,6 +49,9 @@ SPECIAL_OPTIMIZERS: dict[str, Callable[[optax.ScalarOrSchedule], optax.GradientT
     # Adam with its moments stored in bfloat16 (arithmetic in float32): m only, and m and v.
     "adam-bf16-mu": lambda lr: adaptix.adam(lr, mu_dtype=jnp.bfloat16),
     "adam-bf16-mu-nu": lambda lr: adaptix.adam(lr, mu_dtype=jnp.bfloat16, nu_dtype=jnp.bfloat16),
+    # both moments in 8-bit block-wise codes (adaptix.quantized: 256 entries per float32 scale; leaves of fewer
+    # than 4,096 entries stay float32), about 2 bytes of state per parameter on large leaves
+    "adam-8bit": lambda lr: adaptix.adam(lr, mu_dtype=adaptix.quantized(), nu_dtype=adaptix.quantized()),
 }
 ALIASES = (
     "sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "amsgrad", "nadam", "nadamw",

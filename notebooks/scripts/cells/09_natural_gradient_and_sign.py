@@ -109,7 +109,7 @@ plt.tight_layout()
 
 # %%
 problem = landscapes.noisy_quadratic(1e3, noise=noise, dim=dim)
-steps = 1500 if QUICK else 4000
+steps = 800 if QUICK else 4000
 grids = {0: np.geomspace(1e-5, 1e-2, 7), 0.5: np.geomspace(1e-4, 1e-1, 7), 1.0: np.geomspace(1e-3, 1e1, 9)}
 
 
