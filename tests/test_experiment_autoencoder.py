@@ -9,6 +9,7 @@ import pytest
 
 from adaptix.experiments import autoencoder
 from adaptix.experiments import run as run_module
+from adaptix.experiments.results import beyond_edge
 
 
 def test_quick_run_end_to_end(tmp_path):
@@ -47,12 +48,12 @@ def test_quick_run_end_to_end(tmp_path):
 
 
 def test_beyond_edge_extends_only_a_winning_edge():
-    assert autoencoder.beyond_edge({1e-3: 2.0, 1e-2: 1.0, 1e-1: 3.0}) is None
-    assert autoencoder.beyond_edge({1e-3: 1.0, 1e-2: 2.0, 1e-1: 3.0}) == 1e-4
-    assert autoencoder.beyond_edge({1e-3: 3.0, 3e-3: 2.0, 1e-2: 1.0}) == pytest.approx(0.0333)
+    assert beyond_edge({1e-3: 2.0, 1e-2: 1.0, 1e-1: 3.0}) is None
+    assert beyond_edge({1e-3: 1.0, 1e-2: 2.0, 1e-1: 3.0}) == 1e-4
+    assert beyond_edge({1e-3: 3.0, 3e-3: 2.0, 1e-2: 1.0}) == pytest.approx(0.0333)
     # a diverged point is never the winner; nothing to extend when every point diverged
-    assert autoencoder.beyond_edge({1e-3: 2.0, 1e-2: 1.0, 1e-1: math.inf}) is None
-    assert autoencoder.beyond_edge({1e-3: math.inf, 1e-2: math.inf}) is None
+    assert beyond_edge({1e-3: 2.0, 1e-2: 1.0, 1e-1: math.inf}) is None
+    assert beyond_edge({1e-3: math.inf, 1e-2: math.inf}) is None
 
 
 def _fake_train(best: float):

@@ -81,7 +81,7 @@ import adaptix
 from adaptix.experiments.figures import fitted_title, readable_log_axis, whole_number_ticks
 from adaptix.experiments.interrupts import RunInterrupted, signal_of
 from adaptix.experiments.options import RunOptions
-from adaptix.experiments.results import format_table, mean_score, mean_sd, save
+from adaptix.experiments.results import beyond_edge, format_table, mean_score, mean_sd, save
 from adaptix.experiments.verdicts import MIN_SEEDS, VERDICT_RULE, Claim, describe_verdicts, measure, verdicts
 
 NAME = "autoencoder-betas"
@@ -361,29 +361,6 @@ def tail_score(iteration_loss: np.ndarray) -> float:
     if not np.all(np.isfinite(iteration_loss)):
         return math.inf
     return float(np.mean(iteration_loss[-max(1, len(iteration_loss) // 10):]))
-
-
-def beyond_edge(scores: dict[float, float]) -> float | None:
-    """The next step size past the winning edge of a grid (step size -> mean score), or None when the winner is
-    inside it (or every point diverged).
-
-    The new point continues the grid's own ratio at that edge, to 3 significant digits.
-
-    Example:
-      >>> beyond_edge({1e-3: 2.0, 1e-2: 1.0, 1e-1: 3.0}) is None
-      True
-      >>> beyond_edge({1e-3: 1.0, 1e-2: 2.0, 1e-1: 3.0})
-      0.0001
-    """
-    grid = sorted(scores)
-    if len(grid) < 2 or not any(math.isfinite(v) for v in scores.values()):
-        return None
-    best = min(grid, key=lambda lr: scores[lr])
-    if best == grid[0]:
-        return float(f"{grid[0] * grid[0] / grid[1]:.3g}")
-    if best == grid[-1]:
-        return float(f"{grid[-1] * grid[-1] / grid[-2]:.3g}")
-    return None
 
 
 def _grid_key(variant: Variant, lr: float) -> str:

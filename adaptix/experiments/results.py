@@ -53,6 +53,29 @@ def mean_score(values: Sequence[float]) -> tuple[float, float]:
     return float(np.mean(values)), sd
 
 
+def beyond_edge(scores: dict[float, float]) -> float | None:
+    """The next step size past the winning edge of a grid (step size -> mean score), or None when the winner is
+    inside it (or every point diverged).
+
+    The new point continues the grid's own ratio at that edge, to 3 significant digits.
+
+    Example:
+      >>> beyond_edge({1e-3: 2.0, 1e-2: 1.0, 1e-1: 3.0}) is None
+      True
+      >>> beyond_edge({1e-3: 1.0, 1e-2: 2.0, 1e-1: 3.0})
+      0.0001
+    """
+    grid = sorted(scores)
+    if len(grid) < 2 or not any(math.isfinite(v) for v in scores.values()):
+        return None
+    best = min(grid, key=lambda lr: scores[lr])
+    if best == grid[0]:
+        return float(f"{grid[0] * grid[0] / grid[1]:.3g}")
+    if best == grid[-1]:
+        return float(f"{grid[-1] * grid[-1] / grid[-2]:.3g}")
+    return None
+
+
 def mean_pm_sd(run: dict, key: str) -> str:
     """The last value of a run's curve ``key``, with `` ± `` its s.d. across seeds when several seeds ran."""
     last = run[key][-1]

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from adaptix.experiments.checkpoints import RunProgress
 from adaptix.experiments.optimizers import is_rate_free
 from adaptix.experiments.options import RunOptions
-from adaptix.experiments.results import mean_score
+from adaptix.experiments.results import beyond_edge, mean_score
 from adaptix.experiments.trainers import grid_search, sweep_grid
 
 #: How often a grid is extended past an edge that won.
@@ -47,18 +47,6 @@ def tuning_grid(experiment, name: str, grid: tuple[float, ...] | None = None,
 def grid_key(variant: str, lr: float, arm: str) -> str:
     """The key of a grid point in ``results.json``: the step size, prefixed by the variant when it is not the arm."""
     return f"{lr:g}" if variant == arm else f"{variant}@{lr:g}"
-
-
-def _beyond_edge(grid: list[float], mean: dict[float, float]) -> float | None:
-    """The next step size past the winning edge of ``grid`` (sorted), or None when the winner is inside it."""
-    if len(grid) < 2:
-        return None
-    best = min(grid, key=lambda lr: mean[lr])
-    if best == grid[0]:
-        return float(f"{grid[0] * grid[0] / grid[1]:.3g}")
-    if best == grid[-1]:
-        return float(f"{grid[-1] * grid[-1] / grid[-2]:.3g}")
-    return None
 
 
 def _score(experiment, data, variant: str, points: list[float], options: RunOptions, epochs: int,
@@ -91,8 +79,7 @@ def _bracketed(experiment, data, variant: str, grid: tuple[float, ...], options:
     points = sorted(grid)
     scores = _score(experiment, data, variant, points, options, epochs, seeds, progress, f"{key}-{variant}")
     for extension in range(MAX_EXTENSIONS):
-        mean = {lr: mean_score([scores[seed][lr] for seed in seeds])[0] for lr in points}
-        new = _beyond_edge(points, mean)
+        new = beyond_edge({lr: mean_score([scores[seed][lr] for seed in seeds])[0] for lr in points})
         if new is None:
             break
         more = _score(experiment, data, variant, [new], options, epochs, seeds, progress,
