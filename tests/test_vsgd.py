@@ -334,3 +334,40 @@ def test_mismatched_gradient_tree_is_refused():
     state = opt.init({"w": jnp.zeros(2)})
     with pytest.raises(ValueError, match="does not match"):
         opt.update({"v": jnp.zeros(2)}, state, {"v": jnp.zeros(2)})
+
+
+def _noisy_quadratic_gradients(h, steps, seed=0):
+    """Per-step minima c_t ~ N(0, 1): the minibatch gradient at theta is h * (theta - c_t)."""
+    return jax.random.normal(jax.random.PRNGKey(seed), (steps, h.shape[0]))
+
+
+@pytest.mark.parametrize("make", [adaptix.scale_by_secant_curvature, adaptix.scale_by_vsgd])
+def test_same_minibatch_secant_is_exact_under_noise(make):
+    # with grad_fn (this step's minibatch at the previous parameters) the noise cancels in g_t - g(theta_{t-1}):
+    # on a quadratic the secant is h exactly at every step, where consecutive minibatch gradients are biased
+    h = jnp.asarray(np.logspace(-1, 1, 8), jnp.float32)
+    minima = _noisy_quadratic_gradients(h, 60)
+    estimates = {}
+    for same_batch in (False, True):
+        opt = adaptix.chain(make(), adaptix.scale_by_learning_rate(0.5 if make is adaptix.scale_by_secant_curvature
+                                                                    else 1.0))
+        theta = jnp.full(8, 3.0)
+        state = opt.init(theta)
+        for c in minima:
+            grad_fn = (lambda p, c=c: h * (p - c)) if same_batch else None
+            u, state = opt.update(h * (theta - c), state, theta, grad_fn=grad_fn)
+            theta = theta + u
+        inner = state[0]
+        estimates[same_batch] = np.abs(np.asarray(inner.cross)) / np.asarray(inner.step_sq)
+    np.testing.assert_allclose(estimates[True], h, rtol=1e-4)
+    assert np.max(np.abs(np.log(estimates[False] / h))) > 0.1  # consecutive gradients: visibly off
+
+
+def test_grad_fn_must_fit_the_gradient():
+    opt = adaptix.vsgd()
+    theta = jnp.ones(3)
+    state = opt.init(theta)
+    with pytest.raises(ValueError, match="grad_fn"):
+        opt.update(theta, state, theta, grad_fn=lambda p: jnp.ones(4))
+    with pytest.raises(TypeError, match="grad_fn must be a function"):
+        opt.update(theta, state, theta, grad_fn=1.0)
