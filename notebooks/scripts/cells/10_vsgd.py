@@ -167,5 +167,7 @@ else:
 # annealing. On MNIST's logistic regression it is far behind the tuned methods: consecutive
 # minibatch gradients on sparse, noisy pixel features bias the secant upwards and the
 # self-annealing then freezes the rates. Taking the secant's two gradients on the *same*
-# minibatch, as the paper does (one extra backward pass per step), is the faithful fix and is not
-# built yet.
+# minibatch, as the paper does (`update(..., grad_fn=...)`, one extra backward pass per step),
+# removes the bias but exposes the opposite problem: the nearly zero curvature of rarely active
+# pixels makes their rates $1/\bar h$ explode (it diverged within 8 steps there). The paper's
+# treatment of sparse gradients is the missing piece.
