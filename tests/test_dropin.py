@@ -79,10 +79,15 @@ def _solve(opt, steps=15):
     params = jnp.asarray([-1.2, 1.0, 0.5])
     state = opt.init(params)
     value_and_grad = optax.value_and_grad_from_state(_rosenbrock)
-    for _ in range(steps):
+
+    @jax.jit  # one compiled step: eagerly, every op of the line search's loops dispatches on its own
+    def step(params, state):
         value, grad = value_and_grad(params, state=state)
         updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=_rosenbrock)
-        params = optax.apply_updates(params, updates)
+        return optax.apply_updates(params, updates), state
+
+    for _ in range(steps):
+        params, state = step(params, state)
     return params
 
 
