@@ -146,10 +146,11 @@ def _linear_rule(owner: str, hparams: Mapping[str, Any], k: float, strict: bool)
 def _sqrt_rule(owner: str, hparams: Mapping[str, Any], k: float, strict: bool,
                eps_in_sqrt: bool | None) -> dict[str, Any]:
     p = _exponent(owner, hparams)
-    preconditioner = k ** p  # v ~ noise / batch, so v^p grows x kappa^p
+    root = math.sqrt(k)  # p = 1/2 (RMSProp, Adam): exactly the square root
+    preconditioner = root if p == 0.5 else k**p  # v ~ noise / batch, so v^p grows x kappa^p
     eps_divisor = k if _eps_in_sqrt(owner, hparams, eps_in_sqrt) else preconditioner
     heavy_ball = any(_is_on(hparams.get(key)) for key in HEAVY_BALL_KEYS)
-    lr_factor = k / preconditioner  # kappa^(1-p): sqrt(kappa) for RMSProp and Adam
+    lr_factor = root if p == 0.5 else k ** (1 - p)
     if heavy_ball:
         lr_factor *= k  # with a heavy ball, eta / (1 - mu) is what grows x kappa^(1-p)
     out: dict[str, Any] = {}

@@ -149,7 +149,7 @@ def scale_by_rms(
     :math:`g^2` (a step :math:`\propto 1/g`, large where the gradient is small: Kunstner et al.,
     2019, "Limitations of the empirical Fisher approximation"), so it needs damping, ``eps``;
     :math:`0 < p < \frac12` interpolates towards SGD (Padam, Chen et al., 2020).
-    ``notebooks/09_fisher_power.ipynb`` shows the three regimes on quadratics.
+    ``notebooks/09_natural_gradient_and_sign.ipynb`` shows the regimes on quadratics.
 
     :math:`g_t` is the gradient entering the chain (``chain_input``), :math:`u_t` this
     stage's input. Where the denominator is 0 (``eps = eps_root = 0``, or an
