@@ -19,7 +19,10 @@ import numpy as np
 
 plt.rcParams.update({"figure.dpi": 80, "axes.grid": True, "grid.alpha": 0.3})
 DOCS = Path.cwd().resolve().parent / "docs" / "experiments"
-found = sorted(DOCS.glob("*/results.json")) if DOCS.is_dir() else []
+# the paper's experiments, each in the folder of its name (not the later claims, nor variant runs such as
+# docs/experiments/eight-bit-logreg-mnist, which rerun a paper experiment with other optimizers)
+PAPER = ("logreg-mnist", "logreg-imdb", "mlp-mnist", "mlp-mnist-dropout", "cnn-cifar10", "bias-correction", "toys")
+found = sorted(DOCS / name / "results.json" for name in PAPER if (DOCS / name / "results.json").is_file())
 comparisons, others = [], []
 for path in found:
     try:
