@@ -158,6 +158,17 @@ def _with_same_batch_gradient(owner, state, grad_fn, g):
     return state._replace(prev_grad=stored)
 
 
+def _secant_update(owner, leaf, updates, state, params, chain_input, grad_fn, state_like):
+    """The update of both secant stages: check the inputs, take the previous gradient (as stored, or this
+    minibatch's at the previous parameters with ``grad_fn``), run ``leaf`` per leaf; ``(updates, new state)``."""
+    _require_params(owner, params, updates)
+    g = measured(updates, chain_input, owner)
+    check_matches_state(g, state_like, owner)
+    state = _with_same_batch_gradient(owner, state, grad_fn, g)
+    out, new = _per_leaf(updates, (g, params), leaf, tuple(state))
+    return out, type(state)(*new)
+
+
 def _zeros(params, real: bool = False, wide: bool = False):
     """Zeros laid out (and sharded) like ``params``: in their dtype, their real dtype, or their real working dtype."""
 
@@ -297,12 +308,7 @@ def scale_by_secant_curvature(outlier_threshold: float = 2.0, initial_curvature:
 
     def update(updates, state, params=None, *, chain_input=None, grad_fn=None, **extra):
         del extra
-        _require_params(owner, params, updates)
-        g = measured(updates, chain_input, owner)
-        check_matches_state(g, state.cross, owner)
-        state = _with_same_batch_gradient(owner, state, grad_fn, g)
-        out, new = _per_leaf(updates, (g, params), leaf, tuple(state))
-        return out, ScaleBySecantCurvatureState(*new)
+        return _secant_update(owner, leaf, updates, state, params, chain_input, grad_fn, state.cross)
 
     return stage(owner, init, update)
 
@@ -444,12 +450,7 @@ def scale_by_vsgd(
 
     def update(updates, state, params=None, *, chain_input=None, grad_fn=None, **extra):
         del extra
-        _require_params(owner, params, updates)
-        g = measured(updates, chain_input, owner)
-        check_matches_state(g, state.nu, owner)
-        state = _with_same_batch_gradient(owner, state, grad_fn, g)
-        out, new = _per_leaf(updates, (g, params), leaf, tuple(state))
-        return out, ScaleByVsgdState(*new)
+        return _secant_update(owner, leaf, updates, state, params, chain_input, grad_fn, state.nu)
 
     return stage(owner, init, update)
 
