@@ -2,6 +2,7 @@
 
     python benchmarks/quantized_accuracy.py maps       # the code maps: the update m/sqrt(v) read back from codes
     python benchmarks/quantized_accuracy.py tracking   # a second moment with b2 = 0.99 / 0.999 over 3000 steps
+    ADAPTIX_DATA=../shared/data python benchmarks/quantized_accuracy.py vae [OUT]   # the VAE, 3 moment storages
     cd benchmarks && adaptix-experiments run digits --seeds 3 --optimizers \\
         adam,quantized_accuracy:adam_8bit,quantized_accuracy:adam_8bit_every_leaf,\\
         quantized_accuracy:adam_8bit_simulated,quantized_accuracy:adam_4bit_simulated
@@ -14,12 +15,22 @@ halfway, and compares the stored ``v`` with float32's. The factories train the d
 (the 6,400-entry kernel), ``adam_8bit_every_leaf`` every leaf; ``adam_*bit_simulated`` is Adam with
 its moments rounded to the nearest code of a map of that many bits after each update (blocks of
 256, used as stored), in plain ``jax.numpy``: the 8-bit one checks the simulation against adaptix,
-the 4-bit one is what adaptix would be with 4 bits. Results: ``benchmarks/RESULTS.md``.
+the 4-bit one is what adaptix would be with 4 bits. ``vae`` trains section 6.4's VAE (784-500-50,
+full MNIST, batch 128, 10 epochs) with bias-corrected Adam, beta1 = 0.9, over beta2 in {0.99, 0.999,
+0.9999} x step size in {10^-3.5, 10^-3, 10^-2.5} (points of the bias-correction experiment's grid),
+from 3 seeds, with the moments in float32, bfloat16 and 8-bit codes; it reads the loss as that
+experiment does (the mean minibatch loss over the last tenth of the run) and compares each storage
+with float32 by the project's paired rule (worse when the mean difference over seeds exceeds twice
+its s.d.). ``OUT/results.json`` is rewritten after each run, and a rerun trains only what it lacks.
+Results: ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -163,6 +174,86 @@ def adam_4bit_simulated(learning_rate):
     return simulated_adam(learning_rate, 4)
 
 
+# ---------------------------------------------------------------- the bias-correction VAE in three storages
+
+VAE_STORAGES = {"float32": None, "bfloat16": jnp.bfloat16, "8-bit": "quantized"}
+
+
+def vae_storages(out: Path = Path("runs/eight-bit-vae"), seeds: int = 3, epochs: int = 10, data_dir=None) -> dict:
+    """Trains the grid of the module docstring once per seed and storage; ``OUT/results.json`` after each."""
+    import dataclasses
+
+    from adaptix.experiments import data as datasets
+    from adaptix.experiments import vae_bias_correction as vae
+
+    x_train = datasets.load_mnist(data_dir).train.x
+    late = epochs * (len(x_train) // vae.FULL.batch_size)
+    budget = dataclasses.replace(vae.FULL, beta1=(0.9,), beta2=(0.99, 0.999, 0.9999),
+                                 step_sizes=(3.16e-4, 1e-3, 3.16e-3), early=late, late=late)
+    path = Path(out) / "results.json"
+    results = json.loads(path.read_text()) if path.is_file() else {
+        "model": f"VAE 784-{budget.hidden}-{budget.latent}-{budget.hidden}-784, full MNIST, batch 128, {epochs} epochs",
+        "loss": "negative ELBO (nats per image), mean minibatch loss over the last tenth of the run",
+        "optimizer": "adaptix.adam(step size, b1=0.9, b2, eps=1e-8) with mu_dtype = nu_dtype = the storage",
+        "seeds": list(range(seeds)), "runs": []}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for seed in range(seeds):
+        for storage, dtype in VAE_STORAGES.items():
+            done = {r["grid_point"] for r in results["runs"] if r["seed"] == seed and r["storage"] == storage}
+            if len(done) == len(budget.points):
+                continue
+            moments = adaptix.quantized() if dtype == "quantized" else dtype
+
+            def make_tx(lr, b1, b2, moments=moments):
+                return adaptix.adam(lr, b1=b1, b2=b2, mu_dtype=moments, nu_dtype=moments)
+
+            def keep(j, losses, seed=seed, storage=storage):
+                b1, b2, lr = budget.points[j]
+                loss = vae.checkpoint_loss(losses, budget.late)
+                results["runs"].append({"storage": storage, "seed": seed, "grid_point": j, "beta2": b2,
+                                        "learning_rate": lr, "loss": None if math.isinf(loss) else loss})
+                path.write_text(json.dumps(results, indent=1))
+                print(f"seed {seed} {storage:8s} beta2={b2:<6g} lr={lr:<8g} loss {loss:.2f}", flush=True)
+
+            _, seconds = vae.train_grid(make_tx, budget, x_train, seed=seed, skip=frozenset(done), on_point=keep)
+            results.setdefault("seconds", {}).setdefault(storage, 0.0)
+            results["seconds"][storage] += seconds
+            path.write_text(json.dumps(results, indent=1))
+    print(vae_table(results))
+    return results
+
+
+def vae_table(results: dict) -> str:
+    """Mean ± s.d. over seeds per storage and grid point, and each storage against float32 by the paired rule."""
+    loss = {}
+    for r in results["runs"]:
+        key = (r["storage"], r["beta2"], r["learning_rate"])
+        loss.setdefault(key, {})[r["seed"]] = math.inf if r["loss"] is None else r["loss"]
+    lines = ["| beta2 | step size | " + " | ".join(VAE_STORAGES) + " | 8-bit - float32 | bfloat16 - float32 |",
+             "|---|---|" + "---|" * (len(VAE_STORAGES) + 2)]
+    for b2 in sorted({k[1] for k in loss}):
+        for lr in sorted({k[2] for k in loss}):
+            cells, by_seed = [], {}
+            for storage in VAE_STORAGES:
+                by_seed[storage] = loss.get((storage, b2, lr), {})
+                v = np.array(list(by_seed[storage].values()))
+                cells.append("–" if not v.size else "diverged" if not np.isfinite(v).all()
+                             else f"{v.mean():.2f} ± {v.std(ddof=1) if v.size > 1 else 0:.2f}")
+            for storage in ("8-bit", "bfloat16"):
+                seeds = sorted(set(by_seed[storage]) & set(by_seed["float32"]))
+                d = np.array([by_seed[storage][s] - by_seed["float32"][s] for s in seeds])
+                if len(d) < 2 or not np.isfinite(d).all():
+                    cells.append("–")
+                    continue
+                rel = ">" if d.mean() > 2 * d.std(ddof=1) else "<" if d.mean() < -2 * d.std(ddof=1) else "≈"
+                cells.append(f"{d.mean():+.2f} ± {d.std(ddof=1):.2f} ({rel})")
+            lines.append(f"| {b2:g} | {lr:.3g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "maps"
-    {"maps": compare_maps, "tracking": track_second_moment}[what]()
+    if what == "vae":
+        vae_storages(*(Path(a) for a in sys.argv[2:3]))  # MNIST from $ADAPTIX_DATA
+    else:
+        {"maps": compare_maps, "tracking": track_second_moment}[what]()

@@ -40,6 +40,7 @@ units, 30 and 150 iterations on 19,200 images, a 2 x 2 x 2 grid.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -110,12 +111,13 @@ QUICK = Budget(beta1=(0.0, 0.9), beta2=(0.99, 0.9999), step_sizes=(1e-3, 1e-2),
                early=30, late=150, hidden=100, latent=10, train_size=19200)
 
 
-def _train_variant(corrected: bool, budget: Budget, x_train: np.ndarray, *, seed: int, bar: tqdm | None = None,
-                   skip: frozenset[int] = frozenset(),
-                   on_point: Callable[[int, np.ndarray], None] | None = None) -> tuple[float, float]:
-    """Trains every grid point of one variant but those in ``skip``; ``on_point(j, losses)`` gets each as it ends.
+def train_grid(make_tx: Callable[..., adaptix.Transformation], budget: Budget, x_train: np.ndarray, *, seed: int,
+               bar: tqdm | None = None, skip: frozenset[int] = frozenset(),
+               on_point: Callable[[int, np.ndarray], None] | None = None) -> tuple[float, float]:
+    """Trains ``make_tx(step size, beta1, beta2)`` at every grid point but those in ``skip``.
 
-    Returns the compile and the total seconds.
+    ``on_point(j, losses)`` gets each grid point's minibatch losses as it ends. Returns the compile
+    and the total seconds.
 
     One jitted ``lax.scan`` runs a whole grid point; ``beta1``, ``beta2`` and the step size are
     traced arguments, so the variant compiles once. (Running the grid points one after the other
@@ -138,7 +140,7 @@ def _train_variant(corrected: bool, budget: Budget, x_train: np.ndarray, *, seed
 
     @jax.jit
     def train_one(params, x_train, batches, key, b1, b2, lr):
-        tx = make_optimizer(corrected, lr, b1, b2)
+        tx = make_tx(lr, b1, b2)
 
         def body(carry, inputs):
             params, state = carry
@@ -351,8 +353,8 @@ def _variant_runs(corrected: bool, budget: Budget, x_train: np.ndarray, seed: in
         results["wall_seconds"] = time.perf_counter() - t0
         write_results(results, out / "results.json")
 
-    compile_s, total_s = _train_variant(corrected, budget, x_train, seed=seed, bar=bar, skip=frozenset(done),
-                                        on_point=keep)
+    compile_s, total_s = train_grid(functools.partial(make_optimizer, corrected), budget, x_train, seed=seed, bar=bar,
+                                    skip=frozenset(done), on_point=keep)
     timing = results["seconds"].setdefault("with correction" if corrected else "without correction",
                                            {"compile": 0.0, "total": 0.0})
     timing["compile"] += compile_s
