@@ -71,6 +71,19 @@ def test_quantized_accuracy_factories_train():
     assert len(accuracy.dynamic_map(8, True, 8)) == 128 and len(accuracy.dynamic_map(4, False, 16)) == 16
 
 
+def test_vae_storage_table_applies_the_paired_rule():
+    accuracy = _load("quantized_accuracy")
+    runs = []
+    for seed, (f32, bf16, q8) in enumerate([(100.0, 100.1, 101.0), (102.0, 101.9, 103.1), (98.0, 98.0, 99.0)]):
+        for storage, loss in (("float32", f32), ("bfloat16", bf16), ("8-bit", q8)):
+            runs.append({"storage": storage, "seed": seed, "beta2": 0.999, "learning_rate": 1e-3, "loss": loss})
+    runs.append({"storage": "float32", "seed": 0, "beta2": 0.9999, "learning_rate": 1e-3, "loss": None})
+    table = accuracy.vae_table({"runs": runs}).splitlines()
+    assert table[2].split(" | ")[2:] == ["100.00 ± 2.00", "100.00 ± 1.95", "101.03 ± 2.05",
+                                         "+1.03 ± 0.06 (>)", "+0.00 ± 0.10 (≈) |"]
+    assert "diverged" in table[3] and table[3].count("–") == 4  # one storage, one seed: no comparison
+
+
 def test_hand_written_adam_is_the_same_computation_as_the_chain():
     hand = _load("hand_written_adam")
     rng = np.random.default_rng(0)
