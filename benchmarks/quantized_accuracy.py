@@ -220,6 +220,7 @@ def vae_storages(out: Path = Path("runs/eight-bit-vae"), seeds: int = 3, epochs:
             results["seconds"][storage] += seconds
             path.write_text(json.dumps(results, indent=1))
     print(vae_table(results))
+    vae_figure(results, Path(out) / "eight-bit-vae.png")
     return results
 
 
@@ -238,7 +239,7 @@ def vae_table(results: dict) -> str:
                 by_seed[storage] = loss.get((storage, b2, lr), {})
                 v = np.array(list(by_seed[storage].values()))
                 cells.append("–" if not v.size else "diverged" if not np.isfinite(v).all()
-                             else f"{v.mean():.2f} ± {v.std(ddof=1) if v.size > 1 else 0:.2f}")
+                             else f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if v.size > 1 else f"{v[0]:.2f}")
             for storage in ("8-bit", "bfloat16"):
                 seeds = sorted(set(by_seed[storage]) & set(by_seed["float32"]))
                 d = np.array([by_seed[storage][s] - by_seed["float32"][s] for s in seeds])
@@ -251,9 +252,58 @@ def vae_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _paired(results: dict, storage: str, b2: float, lr: float) -> np.ndarray:
+    """Per seed, ``storage``'s loss minus float32's at one grid point (inf where either diverged)."""
+    loss = {(r["storage"], r["seed"]): math.inf if r["loss"] is None else r["loss"]
+            for r in results["runs"] if (r["beta2"], r["learning_rate"]) == (b2, lr)}
+    seeds = sorted(s for st, s in loss if st == storage and ("float32", s) in loss)
+    return np.array([loss[(storage, s)] - loss[("float32", s)] for s in seeds])
+
+
+def vae_figure(results: dict, path: Path) -> None:
+    """Per beta2, each storage's loss minus float32's against the step size: mean over seeds, ± 2 s.d. bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from adaptix.experiments.figures import fitted_title, readable_log_axis
+
+    beta2 = sorted({r["beta2"] for r in results["runs"]})
+    steps = sorted({r["learning_rate"] for r in results["runs"]})
+    fig, axes = plt.subplots(1, len(beta2), figsize=(3.4 * len(beta2), 3.4), dpi=110, sharey=True, squeeze=False)
+    for ax, b2 in zip(axes[0], beta2):
+        for storage, color, shift in (("8-bit", "tab:red", 0.97), ("bfloat16", "tab:blue", 1.03)):
+            points = [(lr, _paired(results, storage, b2, lr)) for lr in steps]
+            points = [(lr * shift, d) for lr, d in points if len(d) > 1 and np.isfinite(d).all()]
+            if points:
+                x = [lr for lr, _ in points]
+                ax.errorbar(x, [d.mean() for _, d in points], yerr=[2 * d.std(ddof=1) for _, d in points],
+                            color=color, marker="o", ms=4, capsize=3, lw=1.2, label=f"{storage} − float32")
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xscale("log")
+        readable_log_axis(ax, "x")
+        ax.set_title(f"β2 = {b2:g}", fontsize=9)
+        ax.set_xlabel("step size α")
+        ax.grid(alpha=0.3, which="both")
+    axes[0, 0].set_ylabel("loss − float32's loss (nats)")
+    if axes[0, 0].get_legend_handles_labels()[0]:
+        axes[0, 0].legend(fontsize=7)
+    fitted_title(fig, f"Adam's moments in 8 bits and bfloat16 against float32: {results['model']}, β1 = 0.9; "
+                 f"mean over {len(results['seeds'])} seeds (paired), bars ± 2 s.d.", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "maps"
     if what == "vae":
         vae_storages(*(Path(a) for a in sys.argv[2:3]))  # MNIST from $ADAPTIX_DATA
+    elif what == "vae-figure":  # redraw from OUT/results.json
+        out = Path(sys.argv[2] if len(sys.argv) > 2 else "runs/eight-bit-vae")
+        results = json.loads((out / "results.json").read_text())
+        print(vae_table(results))
+        vae_figure(results, out / "eight-bit-vae.png")
     else:
         {"maps": compare_maps, "tracking": track_second_moment}[what]()

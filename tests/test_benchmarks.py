@@ -71,7 +71,7 @@ def test_quantized_accuracy_factories_train():
     assert len(accuracy.dynamic_map(8, True, 8)) == 128 and len(accuracy.dynamic_map(4, False, 16)) == 16
 
 
-def test_vae_storage_table_applies_the_paired_rule():
+def test_vae_storage_table_applies_the_paired_rule(tmp_path):
     accuracy = _load("quantized_accuracy")
     runs = []
     for seed, (f32, bf16, q8) in enumerate([(100.0, 100.1, 101.0), (102.0, 101.9, 103.1), (98.0, 98.0, 99.0)]):
@@ -82,6 +82,9 @@ def test_vae_storage_table_applies_the_paired_rule():
     assert table[2].split(" | ")[2:] == ["100.00 ± 2.00", "100.00 ± 1.95", "101.03 ± 2.05",
                                          "+1.03 ± 0.06 (>)", "+0.00 ± 0.10 (≈) |"]
     assert "diverged" in table[3] and table[3].count("–") == 4  # one storage, one seed: no comparison
+    np.testing.assert_allclose(accuracy._paired({"runs": runs}, "8-bit", 0.999, 1e-3), [1.0, 1.1, 1.0])
+    accuracy.vae_figure({"runs": runs, "seeds": [0, 1, 2], "model": "VAE"}, tmp_path / "vae.png")
+    assert (tmp_path / "vae.png").stat().st_size > 10_000
 
 
 def test_hand_written_adam_is_the_same_computation_as_the_chain():
