@@ -52,6 +52,20 @@ def test_vmapped_and_sequential_agree_to_rounding(runs):
     assert a["per_seed"][0]["iteration_loss"] != a["per_seed"][1]["iteration_loss"]
 
 
+def test_lanes_that_do_not_fit_in_memory_train_one_after_another(runs, tmp_path, monkeypatch, capsys):
+    """Before any step, the compiled vmapped step's memory is checked; too large, the run goes sequential."""
+    monkeypatch.setattr(sweep, "MEMORY_FRACTION", 0.0)  # nothing fits
+    assert main([*ARGS, "--out", str(tmp_path)]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "one after another" in line]
+    assert len(notes) == 2 and "6 vmapped lanes (3 step sizes x 2 seeds) need" in notes[0]
+    assert notes[1].startswith("adaptix-experiments: adam training: 2 vmapped lanes (1 step size x 2 seeds)")
+    fell_back, sequential = (json.loads((tmp_path / "results.json").read_text())["runs"][0],
+                             runs["sequential"]["runs"][0])
+    assert fell_back["mode"] == sequential["mode"] == "sequential" and runs["vmapped"]["runs"][0]["mode"] == "vmapped"
+    for key in ("grid", "learning_rate", *results.CURVES):
+        assert fell_back[key] == sequential[key], key
+
+
 def test_results_json_records_every_seed(runs, capsys):
     results_json = runs["vmapped"]
     assert results_json["seeds"] == [0, 1] and results_json["seed"] == 0

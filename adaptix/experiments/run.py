@@ -14,7 +14,8 @@ from adaptix.experiments.figures import plot_comparison as plot
 from adaptix.experiments.interrupts import RunInterrupted, signal_of, sigterm_interrupts
 from adaptix.experiments.options import RunOptions, check_options, remove_created, writable_directory
 from adaptix.experiments.results import format_table, mean_pm_sd, save, seed_record
-from adaptix.experiments.trainers import train_seeds, train_sequentially
+from adaptix.experiments.sweep import LanesDoNotFit
+from adaptix.experiments.trainers import note_sequential, train_seeds, train_sequentially
 from adaptix.experiments.tuning import tuned
 from adaptix.experiments.verdicts import VERDICT_RULE, describe_verdicts, verdicts
 
@@ -38,14 +39,20 @@ def _train_optimizer(experiment, data, arm: str, lr: float | None, options: RunO
         name, lr, scores, tune_seconds = tuned(experiment, data, arm, options, tune_epochs, seeds, progress, key)
     elif lr is None:
         lr = experiment.learning_rate(arm)
-    if options.sequential:
+    sequential = options.sequential
+    if not sequential:
+        try:
+            histories, seconds = train_seeds(experiment, data, name, lr, epochs=epochs, seeds=seeds,
+                                             progress=options.progress, checkpoints=progress.epochs(f"{key}-train"))
+        except LanesDoNotFit as too_large:
+            note_sequential(f"{name} training", too_large)
+            sequential = True
+    if sequential:
         histories = train_sequentially(experiment, data, name, lr, epochs=epochs, seeds=seeds,
                                        show_progress=options.progress, progress=progress, key=key)
         seconds = sum(h.seconds for h in histories)
-    else:
-        histories, seconds = train_seeds(experiment, data, name, lr, epochs=epochs, seeds=seeds,
-                                         progress=options.progress, checkpoints=progress.epochs(f"{key}-train"))
-    record = {"arm": arm, **seed_record([asdict(h) for h in histories], seeds, scores, seconds, tune_seconds)}
+    record = {"arm": arm, **seed_record([asdict(h) for h in histories], seeds, scores, seconds, tune_seconds),
+              "mode": "sequential" if sequential else "vmapped"}
     progress.put(f"{key}/record", record)
     return record
 
@@ -212,7 +219,9 @@ def _results(experiment, options: RunOptions, data, runs: list[dict], *, epochs:
         "claim": experiment.claim,
         "seed": options.seed,
         "seeds": list(range(options.seed, options.seed + options.seeds)),
-        "mode": "sequential" if options.sequential else "vmapped",  # how the grid points and seeds were trained
+        # how the grid points and seeds were asked to train; a record's "mode" says how its training did (a vmapped
+        # tuning or training that would not fit in memory runs one run after another instead)
+        "mode": "sequential" if options.sequential else "vmapped",
         "quick": options.quick,
         "epochs": epochs,
         "batch_size": experiment.batch_size,

@@ -10,6 +10,7 @@ evaluate after every epoch. :func:`sweep_grid` and :func:`grid_search` score ste
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import asdict
 
 import numpy as np
@@ -54,6 +55,12 @@ def grid_search(experiment, data, name: str, *, epochs: int, seed: int, progress
             bar.update()
     best = min(grid, key=lambda lr: scores[f"{lr:g}"])
     return best, scores
+
+
+def note_sequential(what: str, too_large: sweep.LanesDoNotFit) -> None:
+    """Says on stderr that ``what`` trains one run after another (as ``--sequential``), and why."""
+    print(f"adaptix-experiments: {what}: {too_large}; training them one after another, as --sequential does",
+          file=sys.stderr, flush=True)
 
 
 def init_lanes(experiment, data, name: str, rates, seeds) -> tuple[sweep.Lanes, sweep.LaneState]:

@@ -27,7 +27,8 @@ from adaptix.experiments.checkpoints import RunProgress
 from adaptix.experiments.optimizers import is_rate_free
 from adaptix.experiments.options import RunOptions
 from adaptix.experiments.results import beyond_edge, mean_score
-from adaptix.experiments.trainers import grid_search, sweep_grid
+from adaptix.experiments.sweep import LanesDoNotFit
+from adaptix.experiments.trainers import grid_search, note_sequential, sweep_grid
 
 #: How often a grid is extended past an edge that won.
 MAX_EXTENSIONS = 3
@@ -53,9 +54,12 @@ def _score(experiment, data, variant: str, points: list[float], options: RunOpti
            seeds: tuple[int, ...], progress: RunProgress, key: str) -> dict[int, dict[float, float]]:
     """seed -> step size -> score for ``points``, vmapped (resumable per epoch) or one run after another (per seed)."""
     if not options.sequential:
-        scores = sweep_grid(experiment, data, variant, epochs=epochs, seeds=seeds, progress=options.progress,
-                            grid=tuple(points), checkpoints=progress.epochs(key))
-        return {seed: {lr: scores[seed][f"{lr:g}"] for lr in points} for seed in seeds}
+        try:
+            scores = sweep_grid(experiment, data, variant, epochs=epochs, seeds=seeds, progress=options.progress,
+                                grid=tuple(points), checkpoints=progress.epochs(key))
+            return {seed: {lr: scores[seed][f"{lr:g}"] for lr in points} for seed in seeds}
+        except LanesDoNotFit as too_large:
+            note_sequential(f"{variant} tuning", too_large)
     disable = None if options.progress is None else not options.progress
     out = {}
     with tqdm(total=len(points) * len(seeds), desc=f"{variant} tuning, one run at a time", disable=disable,
