@@ -2,6 +2,7 @@
 
     python benchmarks/quantized_accuracy.py maps       # the code maps: the update m/sqrt(v) read back from codes
     python benchmarks/quantized_accuracy.py tracking   # a second moment with b2 = 0.99 / 0.999 over 3000 steps
+    python benchmarks/quantized_accuracy.py warmup     # a second moment from 0, b2 up to 0.9999, 4680 steps
     ADAPTIX_DATA=../shared/data python benchmarks/quantized_accuracy.py vae [OUT]   # the VAE, 3 moment storages
     cd benchmarks && adaptix-experiments run digits --seeds 3 --optimizers \\
         adam,quantized_accuracy:adam_8bit,quantized_accuracy:adam_8bit_every_leaf,\\
@@ -114,6 +115,28 @@ def track_second_moment(steps: int = 3000, size: int = 256 * 64, seed: int = 0) 
             print(f"b2={decay} {name}: v / v_float32 median {np.median(ratio):.3f}, 1st-99th percentile "
                   f"{np.quantile(ratio, 0.01):.2f}-{np.quantile(ratio, 0.99):.2f}, mean |sqrt(v / v_float32) - 1| "
                   f"{np.mean(np.abs(np.sqrt(ratio) - 1)):.3f}")
+
+
+def second_moment_from_zero(steps: int = 4680, size: int = 256 * 64, seed: int = 0) -> None:
+    """v of scale_by_rms from 0 on stationary noise (scales spread over 0.5 decades) for ``steps`` (the VAE's
+    10 epochs), stored in bfloat16 and 8 bits, against float32: the warm-up phase, for b2 up to 0.9999."""
+    sigma = jnp.asarray(10 ** np.random.default_rng(seed).normal(0, 0.5, size), jnp.float32)
+
+    def run(decay, storage):
+        opt = adaptix.scale_by_rms(decay, accumulator_dtype=storage)
+
+        def body(state, key):
+            return opt.update(jax.random.normal(key, (size,)) * sigma, state)[1], None
+
+        state, _ = jax.lax.scan(body, opt.init(jnp.zeros(size)), jax.random.split(jax.random.key(seed + 1), steps))
+        return np.asarray(adaptix.dequantize(state.nu), np.float64)
+
+    for decay in (0.99, 0.999, 0.9999):
+        reference = run(decay, None)
+        for name, storage in (("bfloat16", jnp.bfloat16), ("8-bit", adaptix.quantized())):
+            ratio = run(decay, storage) / reference
+            print(f"b2={decay} {name}: v / v_float32 after {steps} steps from 0: median {np.median(ratio):.3f}, "
+                  f"1st-99th percentile {np.quantile(ratio, 0.01):.2f}-{np.quantile(ratio, 0.99):.2f}")
 
 
 # ---------------------------------------------------------------- factories for adaptix-experiments
@@ -306,4 +329,4 @@ if __name__ == "__main__":
         print(vae_table(results))
         vae_figure(results, out / "eight-bit-vae.png")
     else:
-        {"maps": compare_maps, "tracking": track_second_moment}[what]()
+        {"maps": compare_maps, "tracking": track_second_moment, "warmup": second_moment_from_zero}[what]()
