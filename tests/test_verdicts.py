@@ -83,3 +83,24 @@ def test_bias_correction_judges_grid_points_by_the_same_rule():
     found = verdict(runs, (0.99, 0.9999))
     assert found["per_beta2"]["0.9999"]["worse"] == 1 and found["per_beta2"]["0.99"]["worse"] == 0
     assert found["claim_holds"] and found["rule"] == "paired over 3 seeds, mean difference > 2 s.d."
+
+
+def test_winner_margins_pair_the_tuned_rate_with_its_grid_neighbours():
+    from adaptix.experiments.tuning import describe_tuning, winner_margins
+
+    scores = {  # seed -> grid key -> score; the arm's own variant unprefixed, another variant with "@"
+        0: {"0.001": 1.00, "0.01": 0.50, "0.1": 0.52, "1": math.inf, "v@0.01": 0.9, "v@0.1": 0.8},
+        1: {"0.001": 1.10, "0.01": 0.60, "0.1": 0.60, "1": math.inf, "v@0.01": 0.9, "v@0.1": 0.8},
+        2: {"0.001": 0.90, "0.01": 0.40, "0.1": 0.43, "1": None, "v@0.01": 0.9, "v@0.1": 0.8},
+    }
+    m = winner_margins(scores, "arm", 0.01, "arm")
+    assert list(m["neighbours"]) == ["0.001", "0.1"] and not m["resolved"]
+    assert m["neighbours"]["0.001"]["resolved"] and m["neighbours"]["0.001"]["mean_d"] == pytest.approx(0.5)
+    assert not m["neighbours"]["0.1"]["resolved"]  # +0.017 ± 0.015: within twice its s.d.
+    assert winner_margins(scores, "arm", 0.1, "arm")["neighbours"]["1"] == {"mean_d": None, "sd_d": None,
+                                                                          "resolved": True}  # diverged
+    assert list(winner_margins(scores, "v", 0.1, "arm")["neighbours"]) == ["v@0.01"]  # an edge: one neighbour
+    assert not winner_margins({0: scores[0]}, "arm", 0.01, "arm")["resolved"]  # one seed resolves nothing
+    run = {"optimizer": "arm", "learning_rate": 0.01, "tuning": m}
+    (line,) = describe_tuning([run, {"optimizer": "b", "tuning": None}])
+    assert line.startswith("tuning of arm: its step size 0.01 is not told apart from 0.1 (d = +0.0167 ± 0.015)")

@@ -16,7 +16,7 @@ from adaptix.experiments.options import RunOptions, check_options, remove_create
 from adaptix.experiments.results import format_table, mean_pm_sd, save, seed_record
 from adaptix.experiments.sweep import LanesDoNotFit
 from adaptix.experiments.trainers import note_sequential, train_seeds, train_sequentially
-from adaptix.experiments.tuning import tuned
+from adaptix.experiments.tuning import describe_tuning, tuned, winner_margins
 from adaptix.experiments.verdicts import VERDICT_RULE, describe_verdicts, verdicts
 
 
@@ -52,7 +52,8 @@ def _train_optimizer(experiment, data, arm: str, lr: float | None, options: RunO
                                        show_progress=options.progress, progress=progress, key=key)
         seconds = sum(h.seconds for h in histories)
     record = {"arm": arm, **seed_record([asdict(h) for h in histories], seeds, scores, seconds, tune_seconds),
-              "mode": "sequential" if sequential else "vmapped"}
+              "mode": "sequential" if sequential else "vmapped",
+              "tuning": None if scores is None else winner_margins(scores, name, lr, arm)}
     progress.put(f"{key}/record", record)
     return record
 
@@ -253,5 +254,6 @@ def summary_table(results: dict) -> str:
     which = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]} (mean ± s.d.)"
     head = (f"{results['experiment']}: {results['train_size']} train / {results['test_size']} test examples, "
             f"{results['epochs']} epochs, batch {results['batch_size']}, {which}")
-    return "\n".join([head, format_table(rows), *describe_verdicts(results.get("verdicts") or [])])
+    return "\n".join([head, format_table(rows), *describe_verdicts(results.get("verdicts") or []),
+                      *describe_tuning(results["runs"])])
 

@@ -15,10 +15,14 @@ the best. The protocol here:
    searches the grid for each, and the best (variant, step size) wins.
 
 The scores of every point searched are kept in ``results.json`` (``grid``, ``grid_sd``, per seed).
+How sure the choice is, :func:`winner_margins`: the winner against its neighbours on the grid by the
+verdict rule (paired over seeds, a margin larger than twice its s.d.); a run records it as its
+``tuning`` and the summary names every arm whose winner its neighbours match.
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 from tqdm.auto import tqdm
@@ -112,6 +116,50 @@ def tune(experiment, data, arm: str, options: RunOptions, epochs: int, seeds: tu
     mean = {k: mean_score([scores[seed][k] for seed in seeds])[0] for k in scores[seeds[0]]}
     variant, lr = min(candidates, key=lambda c: mean[grid_key(*c, arm)])
     return variant, lr, scores
+
+
+def winner_margins(scores: dict[int, dict[str, float]], variant: str, learning_rate: float, arm: str) -> dict:
+    """The tuned step size against its grid neighbours (the same variant), paired over the seeds.
+
+    For each neighbour ``n`` of the winner ``w``, per seed ``d = score(n) - score(w)``;
+    ``resolved`` when the mean of ``d`` exceeds twice its s.d. (the verdict rule,
+    :mod:`~adaptix.experiments.verdicts`), or when ``n`` diverged from some seed. Returns
+    ``{"resolved": all neighbours resolved, "neighbours": {key: {"mean_d", "sd_d", "resolved"}}}``,
+    the keys those of :func:`grid_key`; with one seed, nothing is resolved but divergence.
+    """
+    seeds = sorted(scores)
+    prefix = "" if variant == arm else f"{variant}@"
+    rates = sorted(float(k[len(prefix):]) for k in scores[seeds[0]]
+                   if (k.startswith(prefix) if prefix else "@" not in k))
+    i = rates.index(learning_rate)
+    def score(seed: int, lr: float) -> float:  # results.json writes a diverged score as null
+        value = scores[seed][grid_key(variant, lr, arm)]
+        return math.inf if value is None else value
+
+    neighbours = {}
+    for lr in rates[max(i - 1, 0) : i] + rates[i + 1 : i + 2]:
+        key = grid_key(variant, lr, arm)
+        d = [score(s, lr) - score(s, learning_rate) for s in seeds]
+        if not all(math.isfinite(v) for v in d):
+            neighbours[key] = {"mean_d": None, "sd_d": None, "resolved": True}  # it diverged
+            continue
+        mean, sd = mean_score(d)
+        neighbours[key] = {"mean_d": mean, "sd_d": sd, "resolved": bool(len(d) > 1 and mean > 2 * sd)}
+    return {"resolved": all(n["resolved"] for n in neighbours.values()), "neighbours": neighbours}
+
+
+def describe_tuning(runs: list[dict]) -> list[str]:
+    """A line for every tuned run whose winner a grid neighbour matches (:func:`winner_margins`)."""
+    lines = []
+    for r in runs:
+        tuning = r.get("tuning")
+        if not tuning or tuning["resolved"]:
+            continue
+        close = ", ".join(f"{k} (d = {n['mean_d']:+.3g} ± {n['sd_d']:.2g})"
+                          for k, n in tuning["neighbours"].items() if not n["resolved"])
+        lines.append(f"tuning of {r['optimizer']}: its step size {r['learning_rate']:g} is not told apart from "
+                     f"{close} by the paired rule, so it is uncertain")
+    return lines
 
 
 def tuned(experiment, data, arm: str, options: RunOptions, epochs: int, seeds: tuple[int, ...],
