@@ -199,7 +199,8 @@ def adam_4bit_simulated(learning_rate):
 
 # ---------------------------------------------------------------- the bias-correction VAE in three storages
 
-VAE_STORAGES = {"float32": None, "bfloat16": jnp.bfloat16, "8-bit": "quantized"}
+#: The moments' storage (``mu_dtype`` and ``nu_dtype``) of each arm of the VAE comparison.
+VAE_STORAGES = {"float32": None, "bfloat16": jnp.bfloat16, "8-bit": adaptix.quantized()}
 
 
 def vae_storages(out: Path = Path("runs/eight-bit-vae"), seeds: int = 3, epochs: int = 10, data_dir=None) -> dict:
@@ -221,12 +222,10 @@ def vae_storages(out: Path = Path("runs/eight-bit-vae"), seeds: int = 3, epochs:
         "seeds": list(range(seeds)), "runs": []}
     path.parent.mkdir(parents=True, exist_ok=True)
     for seed in range(seeds):
-        for storage, dtype in VAE_STORAGES.items():
+        for storage, moments in VAE_STORAGES.items():
             done = {r["grid_point"] for r in results["runs"] if r["seed"] == seed and r["storage"] == storage}
             if len(done) == len(budget.points):
                 continue
-            moments = adaptix.quantized() if dtype == "quantized" else dtype
-
             def make_tx(lr, b1, b2, moments=moments):
                 return adaptix.adam(lr, b1=b1, b2=b2, mu_dtype=moments, nu_dtype=moments)
 
