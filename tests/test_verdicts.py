@@ -101,6 +101,8 @@ def test_winner_margins_pair_the_tuned_rate_with_its_grid_neighbours():
                                                                           "resolved": True}  # diverged
     assert list(winner_margins(scores, "v", 0.1, "arm")["neighbours"]) == ["v@0.01"]  # an edge: one neighbour
     assert not winner_margins({0: scores[0]}, "arm", 0.01, "arm")["resolved"]  # one seed resolves nothing
+    extended = {s: {"0.1": 1.0, "0.3": 0.5, "1": 2.0} for s in (0, 1)}  # 0.3 found as 0.1 x 3 by an extension
+    assert list(winner_margins(extended, "arm", 0.1 * 3, "arm")["neighbours"]) == ["0.1", "1"]
     run = {"optimizer": "arm", "learning_rate": 0.01, "tuning": m}
     (line,) = describe_tuning([run, {"optimizer": "b", "tuning": None}])
     assert line.startswith("tuning of arm: its step size 0.01 is not told apart from 0.1 (d = +0.0167 ± 0.015)")

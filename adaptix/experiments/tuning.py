@@ -129,17 +129,18 @@ def winner_margins(scores: dict[int, dict[str, float]], variant: str, learning_r
     """
     seeds = sorted(scores)
     prefix = "" if variant == arm else f"{variant}@"
-    rates = sorted(float(k[len(prefix):]) for k in scores[seeds[0]]
-                   if (k.startswith(prefix) if prefix else "@" not in k))
-    i = rates.index(learning_rate)
-    def score(seed: int, lr: float) -> float:  # results.json writes a diverged score as null
-        value = scores[seed][grid_key(variant, lr, arm)]
+    keys = sorted((k for k in scores[seeds[0]] if (k.startswith(prefix) if prefix else "@" not in k)),
+                  key=lambda k: float(k[len(prefix):]))
+    winner = grid_key(variant, learning_rate, arm)
+    i = keys.index(winner)
+
+    def score(seed: int, key: str) -> float:  # results.json writes a diverged score as null
+        value = scores[seed][key]
         return math.inf if value is None else value
 
     neighbours = {}
-    for lr in rates[max(i - 1, 0) : i] + rates[i + 1 : i + 2]:
-        key = grid_key(variant, lr, arm)
-        d = [score(s, lr) - score(s, learning_rate) for s in seeds]
+    for key in keys[max(i - 1, 0) : i] + keys[i + 1 : i + 2]:
+        d = [score(s, key) - score(s, winner) for s in seeds]
         if not all(math.isfinite(v) for v in d):
             neighbours[key] = {"mean_d": None, "sd_d": None, "resolved": True}  # it diverged
             continue
