@@ -54,10 +54,11 @@ def test_vmapped_and_sequential_agree_to_rounding(runs):
 
 def test_lanes_that_do_not_fit_in_memory_train_one_after_another(runs, tmp_path, monkeypatch, capsys):
     """Before any step, the compiled vmapped step's memory is checked; too large, the run goes sequential."""
-    monkeypatch.setattr(sweep, "MEMORY_FRACTION", 0.0)  # nothing fits
+    monkeypatch.setattr(sweep, "available_memory", lambda device=None: 1024)  # nothing fits in 1 KiB
     assert main([*ARGS, "--out", str(tmp_path)]) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if "one after another" in line]
     assert len(notes) == 2 and "6 vmapped lanes (3 step sizes x 2 seeds) need" in notes[0]
+    assert notes[0].endswith("GiB, 0.0 GiB available; training them one after another, as --sequential does")
     assert notes[1].startswith("adaptix-experiments: adam training: 2 vmapped lanes (1 step size x 2 seeds)")
     fell_back, sequential = (json.loads((tmp_path / "results.json").read_text())["runs"][0],
                              runs["sequential"]["runs"][0])
@@ -173,3 +174,8 @@ def test_the_module_example_runs():
     exec(compile(code, "sweep example", "exec"), scope)
     assert scope["run"].iteration_loss.shape == (3, 2, 5 * (1437 // 32))
     assert isinstance(scope["model"], MLP) and not scope["run"].diverged.any()
+
+
+def test_available_memory_is_a_plausible_byte_count():
+    available = sweep.available_memory()
+    assert available is None or 2**20 < available < 2**50  # Linux: MemAvailable; elsewhere it may be unknown
