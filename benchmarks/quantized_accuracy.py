@@ -246,6 +246,14 @@ def vae_storages(out: Path = Path("runs/eight-bit-vae"), seeds: int = 3, epochs:
     return results
 
 
+def _paired(results: dict, storage: str, b2: float, lr: float) -> np.ndarray:
+    """Per seed, ``storage``'s loss minus float32's at one grid point (inf where either diverged)."""
+    loss = {(r["storage"], r["seed"]): math.inf if r["loss"] is None else r["loss"]
+            for r in results["runs"] if (r["beta2"], r["learning_rate"]) == (b2, lr)}
+    seeds = sorted(s for st, s in loss if st == storage and ("float32", s) in loss)
+    return np.array([loss[(storage, s)] - loss[("float32", s)] for s in seeds])
+
+
 def vae_table(results: dict) -> str:
     """Mean ± s.d. over seeds per storage and grid point, and each storage against float32 by the paired rule."""
     loss = {}
@@ -256,15 +264,13 @@ def vae_table(results: dict) -> str:
              "|---|---|" + "---|" * (len(VAE_STORAGES) + 2)]
     for b2 in sorted({k[1] for k in loss}):
         for lr in sorted({k[2] for k in loss}):
-            cells, by_seed = [], {}
+            cells = []
             for storage in VAE_STORAGES:
-                by_seed[storage] = loss.get((storage, b2, lr), {})
-                v = np.array(list(by_seed[storage].values()))
+                v = np.array(list(loss.get((storage, b2, lr), {}).values()))
                 cells.append("–" if not v.size else "diverged" if not np.isfinite(v).all()
                              else f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if v.size > 1 else f"{v[0]:.2f}")
             for storage in ("8-bit", "bfloat16"):
-                seeds = sorted(set(by_seed[storage]) & set(by_seed["float32"]))
-                d = np.array([by_seed[storage][s] - by_seed["float32"][s] for s in seeds])
+                d = _paired(results, storage, b2, lr)
                 if len(d) < 2 or not np.isfinite(d).all():
                     cells.append("–")
                     continue
@@ -272,14 +278,6 @@ def vae_table(results: dict) -> str:
                 cells.append(f"{d.mean():+.2f} ± {d.std(ddof=1):.2f} ({rel})")
             lines.append(f"| {b2:g} | {lr:.3g} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _paired(results: dict, storage: str, b2: float, lr: float) -> np.ndarray:
-    """Per seed, ``storage``'s loss minus float32's at one grid point (inf where either diverged)."""
-    loss = {(r["storage"], r["seed"]): math.inf if r["loss"] is None else r["loss"]
-            for r in results["runs"] if (r["beta2"], r["learning_rate"]) == (b2, lr)}
-    seeds = sorted(s for st, s in loss if st == storage and ("float32", s) in loss)
-    return np.array([loss[(storage, s)] - loss[("float32", s)] for s in seeds])
 
 
 def vae_figure(results: dict, path: Path) -> None:
