@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import adaptix
@@ -149,6 +150,26 @@ def test_toys_quick(tmp_path, capsys):
     quadratic = results["landscapes"][0]["runs"]
     assert next(r for r in quadratic if r["optimizer"] == "adam")["final_loss"] < 1e-2
     assert "Rosenbrock" in capsys.readouterr().out
+
+
+def test_toys_seeds_the_noisy_landscape_only(tmp_path):
+    """--seeds reruns the noisy quadratic from each noise seed; its record is their mean and s.d."""
+    results = _run(tmp_path, "toys", "--quick", "--optimizers", "adam", "--seeds", "3", "--epochs", "30")
+    assert results["seeds"] == [0, 1, 2]
+    for entry in results["landscapes"]:
+        (record,) = entry["runs"]
+        if not np.any(np.asarray(entry["noise"], float) != 0):
+            assert entry["seeds"] == [0] and record["final_loss_sd"] is None and record["loss_per_seed"] is None
+            continue
+        assert entry["seeds"] == [0, 1, 2]
+        finals = np.asarray(record["final_loss_per_seed"])
+        assert len(set(finals.tolist())) == 3  # the seeds draw different noise
+        # results.json keeps 7 significant digits
+        np.testing.assert_allclose(record["final_loss"], finals.mean(), rtol=1e-6)
+        np.testing.assert_allclose(record["final_loss_sd"], finals.std(ddof=1), rtol=1e-6)
+        np.testing.assert_allclose(record["loss"], np.mean(record["loss_per_seed"], axis=0), rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(record["loss_per_seed"])[:, -1], finals, rtol=1e-6)
+        assert f"{record['learning_rate']:g}" == min(record["grid"], key=record["grid"].get)  # the best mean score
 
 
 def test_bad_optimizer_name_is_a_clear_error(tmp_path, capsys):

@@ -44,7 +44,7 @@ BAD_INPUTS = [
     (["no-such-experiment"], "experiment: unknown experiment 'no-such-experiment'; one of: digits, logreg-mnist"),
     (["bias-correction", "--optimizers", "adam"], "--optimizers does not apply to bias-correction"),
     (["bias-correction", "--tune"], "--tune does not apply to bias-correction"),
-    (["toys", "--seeds", "2"], "--seeds does not apply to toys"),
+    (["toys", "--sequential"], "--sequential does not apply to toys"),
     (["toys", "--checkpoint-every", "2"], "--checkpoint-every does not apply to toys"),
     (["--resume", "{tmp}/never-ran"], "--resume: {tmp}/never-ran holds no run.json"),
     (["--resume", "{tmp}", "--epochs", "3"], "--epochs does not apply (only --checkpoint-every and --no-progress"),

@@ -245,12 +245,12 @@ EXPERIMENTS: dict[str, Experiment] = {
         Experiment(
             name="toys",
             description="Trajectories on toy landscapes: ill-conditioned quadratic, Rosenbrock, saddle, "
-            "noisy quadratic; no data needed",
+            "noisy quadratic (from each of --seeds noise seeds); no data needed",
             claim=toys.CLAIM,
             optimizers=toys.OPTIMIZERS,
             epochs=toys.STEPS,
             runner=toys.run_experiment,
-            accepts=("optimizers", "seed", "quick", "epochs", "tune"),
+            accepts=("optimizers", "seed", "seeds", "quick", "epochs", "tune"),
             summarize=toys.summary,
         ),
         Experiment(

@@ -5,7 +5,11 @@ ill-conditioned quadratic, Rosenbrock's valley, the saddle ``x^2 - y^2`` and a q
 noisy gradients. Each optimizer's step size is picked per landscape from a small log grid: the
 one with the best :func:`score` (all grid points run at once under ``jax.vmap``, so this costs
 one compilation per optimizer and landscape), unless the command line fixes it
-(``adam@0.05``). The figure shows the trajectories on contour plots and the loss against steps.
+(``adam@0.05``). On the noisy landscape every step size runs from each of ``seeds`` noise seeds:
+the step size is picked by the mean score over them and the record gives the mean final loss
+with its s.d. (the noise-free landscapes are deterministic and run once). The figure shows the
+trajectories on contour plots (the first seed's on the noisy one) and the loss against steps
+(there the mean over seeds, shaded over the seeds' range).
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ def _trajectories(factory: Callable, problem: landscapes.Problem, rates: tuple[f
 
 
 def run(*, optimizers: list[tuple[str, float | None]] | None = None, out: Path = Path("runs/toys"), seed: int = 0,
-        quick: bool = False, steps: int | None = None, progress: bool | None = None) -> dict:
+        seeds: int = 1, quick: bool = False, steps: int | None = None, progress: bool | None = None) -> dict:
     """Runs every optimizer on every landscape; writes ``results.json`` and ``toys.png`` to ``out``.
 
     Both are rewritten after each landscape (``complete`` false until the last), so an
@@ -90,13 +94,14 @@ def run(*, optimizers: list[tuple[str, float | None]] | None = None, out: Path =
         raise ValueError(f"--epochs (the number of steps of toys) must be a positive integer, got {steps!r}")
     grid = QUICK_GRID if quick else GRID
     probs = problems()
-    results = {"experiment": "toys", "description": DESCRIPTION, "claim": CLAIM, "seed": seed, "quick": quick,
-               "steps": steps, "grid": list(grid), "landscapes": [], "complete": False}
+    noise_seeds = list(range(seed, seed + seeds))
+    results = {"experiment": "toys", "description": DESCRIPTION, "claim": CLAIM, "seed": seed, "seeds": noise_seeds,
+               "quick": quick, "steps": steps, "grid": list(grid), "landscapes": [], "complete": False}
     disable = None if progress is None else not progress
     try:
         with tqdm(total=len(probs) * len(optimizers), desc="toys", disable=disable, leave=False) as bar:
             for i, problem in enumerate(probs):
-                results["landscapes"].append(_landscape(problem, optimizers, grid, steps, seed, bar))
+                results["landscapes"].append(_landscape(problem, optimizers, grid, steps, noise_seeds, bar))
                 results["wall_seconds"] = time.perf_counter() - t0
                 results["complete"] = i + 1 == len(probs)
                 save(results, out, plot)
@@ -108,27 +113,37 @@ def run(*, optimizers: list[tuple[str, float | None]] | None = None, out: Path =
     return results
 
 
-def _landscape(problem: landscapes.Problem, optimizers, grid, steps: int, seed: int, bar) -> dict:
-    """One landscape's record: every optimizer's best trajectory (its step size tuned over ``grid`` unless given)."""
+def _landscape(problem: landscapes.Problem, optimizers, grid, steps: int, seeds: list[int], bar) -> dict:
+    """One landscape's record: every optimizer's best trajectory (its step size tuned over ``grid`` unless given).
+
+    A noisy landscape runs every step size from each seed and scores a step size by the mean of its
+    seeds' scores (inf if any diverged); a noise-free one runs once, from the first seed.
+    """
+    seeds = seeds if problem.noisy else seeds[:1]
     entry = {"name": problem.name, "x0": problem.x0.tolist(),
              "minimum": None if problem.minimum is None else problem.minimum.tolist(),
              "noise": problem.noise if not isinstance(problem.noise, np.ndarray) else problem.noise.tolist(),
-             "runs": []}
+             "seeds": seeds, "runs": []}
     for name, lr in optimizers:
         start = time.perf_counter()
         factory = optimizer_factory(name)
         rates = (lr,) if lr is not None else grid
-        xs = _trajectories(factory, problem, rates, steps, seed)
-        losses = [np.asarray(landscapes.losses(problem, x), np.float64) for x in xs]
-        scores = [score(problem, loss) for loss in losses]
+        xs = np.stack([_trajectories(factory, problem, rates, steps, s) for s in seeds])  # (seeds, rates, steps+1, dim)
+        losses = np.stack([[np.asarray(landscapes.losses(problem, x), np.float64) for x in per_seed]
+                           for per_seed in xs])  # (seeds, rates, steps+1)
+        scores = [float(np.mean([score(problem, losses[i, r]) for i in range(len(seeds))])) for r in range(len(rates))]
         best = int(np.argmin(scores))
+        finals = losses[:, best, -1]
         entry["runs"].append({
             "optimizer": name,
             "learning_rate": rates[best],
             "grid": None if lr is not None else {f"{r:g}": s for r, s in zip(rates, scores)},
-            "final_loss": float(losses[best][-1]),
-            "loss": losses[best].tolist(),
-            "trajectory": xs[best].tolist(),
+            "final_loss": float(np.mean(finals)),
+            "final_loss_sd": float(np.std(finals, ddof=1)) if len(seeds) > 1 else None,
+            "final_loss_per_seed": finals.tolist(),
+            "loss": np.mean(losses[:, best], axis=0).tolist(),
+            "loss_per_seed": losses[:, best].tolist() if len(seeds) > 1 else None,
+            "trajectory": xs[0, best].tolist(),
             "seconds": time.perf_counter() - start,
         })
         bar.update()
@@ -138,8 +153,8 @@ def _landscape(problem: landscapes.Problem, optimizers, grid, steps: int, seed: 
 def run_experiment(experiment, options: RunOptions) -> dict:
     """The command line's entry point; ``--epochs`` is the number of steps here (always tuned; no data)."""
     del experiment
-    return run(optimizers=options.optimizers, out=options.out, seed=options.seed, quick=options.quick,
-               steps=options.epochs, progress=options.progress)
+    return run(optimizers=options.optimizers, out=options.out, seed=options.seed, seeds=options.seeds,
+               quick=options.quick, steps=options.epochs, progress=options.progress)
 
 
 def summary(results: dict) -> str:
@@ -147,9 +162,16 @@ def summary(results: dict) -> str:
     names = [r["optimizer"] for r in results["landscapes"][0]["runs"]]
     rows = [["landscape", *names]]
     for entry in results["landscapes"]:
-        rows.append([entry["name"], *(f"{r['final_loss']:.3g} (lr {r['learning_rate']:g})" for r in entry["runs"])])
-    return (f"toys: final loss after {results['steps']} steps (step size picked from {results['grid']})\n"
+        rows.append([entry["name"], *(_final(r) + f" (lr {r['learning_rate']:g})" for r in entry["runs"])])
+    seeds = results.get("seeds", [results["seed"]])
+    noise = f"; the noisy landscape: mean ± s.d. over {len(seeds)} seeds" if len(seeds) > 1 else ""
+    return (f"toys: final loss after {results['steps']} steps (step size picked from {results['grid']}{noise})\n"
             + format_table(rows))
+
+
+def _final(record: dict) -> str:
+    sd = record.get("final_loss_sd")
+    return f"{record['final_loss']:.3g}" + ("" if sd is None else f" ± {sd:.2g}")
 
 
 def plot(results: dict, path: Path) -> None:
@@ -187,6 +209,12 @@ def plot(results: dict, path: Path) -> None:
                 lax.set_ylabel("loss (clipped at −10)")
             lax.plot(np.arange(len(y)), y, color=colors[i % len(colors)], lw=1.2,
                      label=f"{r['optimizer']} (lr {r['learning_rate']:g})")
+            if r.get("loss_per_seed") is not None:  # the noisy landscape: the mean, shaded over the seeds' range
+                # (a range, not ±1 s.d.: the losses are near 0 and spread over decades, so mean − s.d. < 0)
+                per_seed = np.asarray(r["loss_per_seed"], float) - (floor if problem.minimum is not None else 0.0)
+                lax.fill_between(np.arange(len(y)), np.maximum(per_seed.min(axis=0), 1e-12),
+                                 np.maximum(per_seed.max(axis=0), 1e-12), color=colors[i % len(colors)], alpha=0.12,
+                                 lw=0)
         ax.plot(*problem.x0[:2], "ko", ms=4)
         if problem.minimum is not None:
             ax.plot(*problem.minimum[:2], "k*", ms=9)
