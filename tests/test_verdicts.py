@@ -106,3 +106,17 @@ def test_winner_margins_pair_the_tuned_rate_with_its_grid_neighbours():
     run = {"optimizer": "arm", "learning_rate": 0.01, "tuning": m}
     (line,) = describe_tuning([run, {"optimizer": "b", "tuning": None}])
     assert line.startswith("tuning of arm: its step size 0.01 is not told apart from 0.1 (d = +0.0167 ± 0.015)")
+
+
+def test_the_tuning_score_is_the_last_tenth_of_the_run_but_at_least_min_tail_minibatches():
+    from adaptix.experiments.train import History
+    from adaptix.experiments.trainers import MIN_TAIL, tail_cost
+
+    long_run = [10.0] * 900 + [1.0] * 100  # a tenth of 1,000 iterations: exactly the last 100
+    assert tail_cost(History(optimizer="adam", learning_rate=0.1, iteration_loss=long_run)) == 1.0
+    short_run = [5.0] * 10 + [3.0] * (MIN_TAIL - 1) + [1.0]  # a tenth would be the last minibatch alone
+    assert tail_cost(History(optimizer="adam", learning_rate=0.1, iteration_loss=short_run)) == pytest.approx(
+        (3.0 * (MIN_TAIL - 1) + 1.0) / MIN_TAIL)
+    tiny_run = [4.0, 2.0]  # shorter than MIN_TAIL: the whole run
+    assert tail_cost(History(optimizer="adam", learning_rate=0.1, iteration_loss=tiny_run)) == 3.0
+    assert tail_cost(History(optimizer="adam", learning_rate=0.1, iteration_loss=[1.0], diverged=True)) == math.inf

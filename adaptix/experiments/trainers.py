@@ -3,8 +3,8 @@
 :func:`train_seeds` trains every seed at once (one ``jit(vmap(...))`` program, see
 :mod:`adaptix.experiments.sweep`) and :func:`train_sequentially` one after the other; both
 evaluate after every epoch. :func:`sweep_grid` and :func:`grid_search` score step sizes for
-:mod:`adaptix.experiments.tuning`: the mean minibatch cost over the last tenth of a short run
-(:func:`tail_cost`).
+:mod:`adaptix.experiments.tuning`: the mean minibatch cost over the last tenth of a short run,
+at least its last 20 minibatches (:func:`tail_cost`).
 """
 
 from __future__ import annotations
@@ -27,12 +27,17 @@ def fresh_model(experiment: registry.Experiment, data, seed: int) -> nnx.Module:
     return experiment.model(data, nnx.Rngs(params=seed, dropout=seed + 1))
 
 
+#: The fewest minibatches :func:`tail_cost` averages: a tenth of a 15-iteration run would be one
+#: minibatch, whose sampling noise hides the differences between step sizes.
+MIN_TAIL = 20
+
+
 def tail_cost(history: History) -> float:
-    """Mean minibatch cost over the last tenth of a run (inf if it diverged)."""
+    """Mean minibatch cost over the last tenth of a run, at least :data:`MIN_TAIL` iterations (inf if it diverged)."""
     losses = history.iteration_loss
     if history.diverged or not losses:
         return math.inf
-    tail = losses[-max(1, len(losses) // 10) :]
+    tail = losses[-max(MIN_TAIL, len(losses) // 10) :]
     return float(np.mean(tail))
 
 

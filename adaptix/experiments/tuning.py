@@ -5,8 +5,8 @@ the best. The protocol here:
 
 1. every grid point is trained for ``tune_epochs`` epochs (the experiments default to a tenth of
    the run) from every seed, and scored by the mean minibatch training cost over the last tenth
-   of that run (:func:`~adaptix.experiments.trainers.tail_cost`; inf if it diverged): the
-   quantity the figures plot;
+   of that run, at least its last 20 minibatches (:func:`~adaptix.experiments.trainers.tail_cost`;
+   inf if it diverged): the quantity the figures plot;
 2. the winner is the grid point with the lowest score averaged over the seeds;
 3. when the winner lies at an edge of the grid, the grid is extended one step further on that
    side, with the grid's own ratio, and searched again (at most :data:`MAX_EXTENSIONS` times), so
