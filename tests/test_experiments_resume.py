@@ -140,6 +140,7 @@ def test_bias_correction_resumes_from_the_grid_points_that_finished(tmp_path, mo
         with pytest.raises(run_module.RunInterrupted, match="5 of 8 grid points done.*--resume"):
             run_module.run_experiment("bias-correction", out=tmp_path / "cut", **options)
     assert len(_read(tmp_path / "cut")["runs"]) == 5 and _read(tmp_path / "cut")["complete"] is False
+    interrupted_seconds = _read(tmp_path / "cut")["wall_seconds"]
     with monkeypatch.context() as patch:
         count = _count(patch, vae, "_block_means")
         resumed = run_module.run_experiment("bias-correction", resume=tmp_path / "cut", progress=False)
@@ -148,6 +149,7 @@ def test_bias_correction_resumes_from_the_grid_points_that_finished(tmp_path, mo
     cut, whole = _read(tmp_path / "cut"), _read(tmp_path / "straight")
     assert _timeless(order(cut["runs"])) == _timeless(order(whole["runs"]))  # bit for bit, as written
     assert cut["complete"] is True and resumed["claim_holds"] == straight["claim_holds"]
+    assert cut["wall_seconds"] > interrupted_seconds  # the wall time goes on from the interrupted part's
     for checkpoint, found in resumed["verdict"].items():  # the points resumed from results.json are rounded there
         assert {k: v["worse"] for k, v in found["per_beta2"].items()} == \
             {k: v["worse"] for k, v in straight["verdict"][checkpoint]["per_beta2"].items()}

@@ -83,6 +83,22 @@ def test_bias_correction_judges_grid_points_by_the_same_rule():
     found = verdict(runs, (0.99, 0.9999))
     assert found["per_beta2"]["0.9999"]["worse"] == 1 and found["per_beta2"]["0.99"]["worse"] == 0
     assert found["claim_holds"] and found["rule"] == "paired over 3 seeds, mean difference > 2 s.d."
+    assert found["per_beta2"]["0.9999"]["worse_at"] == [{"beta1": 0.9, "step_size": 1e-3, "ratio": 131.0 / 101.0}]
+    assert found["corrected_worse_at"] == []
+
+    # corrected beta2=0.9999 slower than 0.99 by 2 % at every seed: worse by the paired rule, which breaks the claim
+    slower = [{**r, "loss": {"early": r["loss"]["early"] * 1.02, "late": r["loss"]["early"] * 1.02}}
+              if (r["beta2"], r["bias_correction"]) == (0.9999, True) else r for r in runs]
+    found = verdict(slower, (0.99, 0.9999))
+    assert not found["stable_with_correction"] and not found["claim_holds"]
+    assert found["corrected_worse_at"] == [{"beta1": 0.9, "step_size": 1e-3, "ratio": pytest.approx(1.02)}]
+
+
+def test_bias_correction_judges_each_distinct_checkpoint_once():
+    from adaptix.experiments.vae_bias_correction import distinct_checkpoints
+
+    assert distinct_checkpoints({"early": 4680, "late": 4680}) == {"early": 4680}  # --epochs 10
+    assert distinct_checkpoints({"early": 4680, "late": 46800}) == {"early": 4680, "late": 46800}
 
 
 def test_winner_margins_pair_the_tuned_rate_with_its_grid_neighbours():

@@ -30,7 +30,7 @@ The default budget is the paper's: 500 hidden units, 50 latent dimensions,
 ``beta1`` in {0, 0.9}, ``beta2`` in {0.99, 0.999, 0.9999}, ``log10(step size)``
 from -5 to -1 in steps of 0.5, the loss read after 10 and 100 epochs. That is
 54 grid points x 2 variants x 100 epochs per seed, far beyond a 2-core CPU:
-``--epochs 10`` reads both checkpoints after 10 epochs (about an hour per seed
+``--epochs 10`` stops at the first checkpoint, 10 epochs (about an hour per seed
 there). ``--seeds N`` repeats the grid from N seeds (initialisation, minibatch
 order, noise) and the verdict uses the project's rule
 (:mod:`~adaptix.experiments.verdicts`) per grid point; ``--quick``: 100 and 10
@@ -231,29 +231,54 @@ def verdict(runs: list[dict], beta2: tuple[float, ...], checkpoint: str = "early
     correction is worse than with it are more numerous at the largest beta2 than at the smallest.
     *Stable with correction*: at no (beta1, step size) is the corrected loss at the largest beta2
     worse than at the smallest (where that one diverged too, the step size is simply too large).
-    ``best_*`` (the lowest mean loss over the grid) and ``max_ratio`` (of the means) are reported too.
+    ``best_*`` (the lowest mean loss over the grid) and ``max_ratio`` (of the means) are reported too,
+    and the points behind each half: per beta2 ``worse_at``, and ``corrected_worse_at`` (the points
+    that break the second half), each as ``{"beta1", "step_size", "ratio"}`` (of the mean losses,
+    ``inf`` where the worse one diverged).
     """
     loss = losses_by_point(runs, checkpoint)
     points = sorted({(b1, lr) for b1, _, lr, _ in loss})
+
+    def where(pairs) -> list[dict]:
+        return [{"beta1": b1, "step_size": lr, "ratio": _ratio(mean_loss(a), mean_loss(b))}
+                for (b1, lr), (a, b) in zip(points, pairs, strict=True) if worse(a, b, factor)]
+
     table = {}
     for b2 in beta2:
-        pairs = [(loss[(b1, b2, lr, True)], loss[(b1, b2, lr, False)]) for b1, lr in points]
-        means = [(mean_loss(w), mean_loss(wo)) for w, wo in pairs]
+        pairs = [(loss[(b1, b2, lr, False)], loss[(b1, b2, lr, True)]) for b1, lr in points]
+        means = [(mean_loss(w), mean_loss(wo)) for wo, w in pairs]
+        worse_at = where(pairs)
         table[f"{b2:g}"] = {
-            "worse": sum(1 for w, wo in pairs if worse(wo, w, factor)),
+            "worse": len(worse_at),
             "points": len(pairs),
             "best_with_correction": min(w for w, _ in means),
             "best_without_correction": min(wo for _, wo in means),
             "max_ratio": max((wo / w for w, wo in means if math.isfinite(w)), default=math.nan),
+            "worse_at": worse_at,
         }
     lo, hi = min(beta2), max(beta2)
     unstable = table[f"{hi:g}"]["worse"] > table[f"{lo:g}"]["worse"]
-    stable = not any(worse(loss[(b1, hi, lr, True)], loss[(b1, lo, lr, True)], factor) for b1, lr in points)
+    corrected_worse_at = where([(loss[(b1, hi, lr, True)], loss[(b1, lo, lr, True)]) for b1, lr in points])
     seeds = len(next(iter(loss.values()))) if loss else 0
     rule = f"paired over {seeds} seeds, mean difference > 2 s.d." if seeds > 1 else f"one seed, > {factor:g}x"
     return {"checkpoint": checkpoint, "factor": factor, "rule": rule, "per_beta2": table,
-            "unstable_without_correction": bool(unstable), "stable_with_correction": bool(stable),
-            "claim_holds": bool(unstable and stable)}
+            "unstable_without_correction": bool(unstable), "stable_with_correction": not corrected_worse_at,
+            "corrected_worse_at": corrected_worse_at, "claim_holds": bool(unstable and not corrected_worse_at)}
+
+
+def _ratio(a: float, b: float) -> float:
+    """``a / b`` of two mean losses; inf when only ``a`` diverged."""
+    return a / b if math.isfinite(a) else math.inf
+
+
+def distinct_checkpoints(checkpoints: dict[str, int]) -> dict[str, int]:
+    """The checkpoints at distinct iterations: ``late`` is dropped where it equals ``early`` (``--epochs 10``)."""
+    seen, out = set(), {}
+    for name, iteration in checkpoints.items():
+        if iteration not in seen:
+            seen.add(iteration)
+            out[name] = iteration
+    return out
 
 
 def run(*, data_dir: Path | None = None, out: Path = Path("runs/bias-correction"), seed: int = 0, seeds: int = 1,
@@ -262,10 +287,12 @@ def run(*, data_dir: Path | None = None, out: Path = Path("runs/bias-correction"
     """Runs both variants over the grid from ``seeds`` seeds; writes ``results.json`` and ``bias-correction.png``.
 
     ``epochs`` replaces the late budget (``epochs`` passes over the training images); the early
-    checkpoint stays at the budget's (10 epochs, or the quick budget's), capped at the late one.
-    ``results.json`` is rewritten after every grid point and the figure after each (seed,
-    variant), so an interrupt keeps every point that finished; ``resume`` continues the run in
-    ``out`` (same options) from its ``results.json``, training only the points it lacks.
+    checkpoint stays at the budget's (10 epochs, or the quick budget's), capped at the late one;
+    where the two coincide, the verdict, the summary and the figure have the one checkpoint.
+    ``results.json`` is rewritten after every grid point and the figure after each (seed, variant),
+    so an interrupt keeps every point that finished; ``resume`` continues the run in ``out`` (same
+    options) from its ``results.json``, training only the points it lacks (its ``wall_seconds``
+    add up every part; resuming a complete run only judges and draws it again).
     """
     budget = QUICK if quick else FULL
     t0 = time.perf_counter()
@@ -283,6 +310,7 @@ def run(*, data_dir: Path | None = None, out: Path = Path("runs/bias-correction"
     if resume:
         results = _resumed(results, out)
     results["seconds"]["load"] = time.perf_counter() - t0
+    t0 -= results.pop("wall_seconds", 0.0)  # a resumed run's wall time goes on from the interrupted one's
     runs, total = results["runs"], 2 * len(budget.points) * seeds
     disable = None if progress is None else not progress  # None: only on a terminal
     bar = tqdm(total=total, initial=len(runs), desc="bias-correction grid points", disable=disable, leave=False)
@@ -300,7 +328,7 @@ def run(*, data_dir: Path | None = None, out: Path = Path("runs/bias-correction"
                              signal_of(stop)) from None
     finally:
         bar.close()
-    results["verdict"] = {c: verdict(runs, budget.beta2, c) for c in ("early", "late")}
+    results["verdict"] = {c: verdict(runs, budget.beta2, c) for c in distinct_checkpoints(results["checkpoints"])}
     results["claim_holds"] = results["verdict"]["early"]["claim_holds"]
     results["wall_seconds"] = time.perf_counter() - t0
     return save(results, out, plot)
@@ -370,7 +398,8 @@ def _resumed(fresh: dict, out: Path) -> dict:
     setup = ("model", "beta1", "beta2", "step_sizes", "checkpoints", "seeds", "train_size")
     if any(before.get(k) != fresh[k] for k in setup):
         raise ValueError(f"--resume: the run in {out} has another grid or budget than this one")
-    return {**fresh, "runs": before["runs"], "seconds": before["seconds"], "initial_loss": before["initial_loss"]}
+    return {**fresh, "runs": before["runs"], "seconds": before["seconds"], "initial_loss": before["initial_loss"],
+            "wall_seconds": before.get("wall_seconds", 0.0)}
 
 
 def run_experiment(experiment, options: RunOptions) -> dict:
@@ -391,20 +420,21 @@ def from_json(results: dict) -> dict:
 
 def summary(results: dict) -> str:
     """Loss at both checkpoints per grid point, with and without correction."""
+    checkpoints = distinct_checkpoints(results["checkpoints"])
+    at = " and ".join(str(i) for i in checkpoints.values())
     lines = [f"bias-correction: {results['model']}, {results['train_size']} train images, batch "
-             f"{results['batch_size']}, checkpoints at {results['checkpoints']['early']} and "
-             f"{results['checkpoints']['late']} iterations, {_seeds_text(results)}"]
-    loss = {c: {k: mean_loss(v) for k, v in losses_by_point(results["runs"], c).items()} for c in ("early", "late")}
+             f"{results['batch_size']}, checkpoint{'s' if len(checkpoints) > 1 else ''} at {at} iterations, "
+             f"{_seeds_text(results)}"]
+    loss = {c: {k: mean_loss(v) for k, v in losses_by_point(results["runs"], c).items()} for c in checkpoints}
 
     def cell(v: float) -> str:
         return "diverged" if not math.isfinite(v) else f"{v:.1f}"
 
-    rows = [["beta2", "beta1", "step size", "early: with", "without", "late: with", "without"]]
+    rows = [["beta2", "beta1", "step size", *(h for c in checkpoints for h in (f"{c}: with", "without"))]]
     for b2 in results["beta2"]:
         for b1 in results["beta1"]:
             for lr in results["step_sizes"]:
-                cells = [cell(loss[c][(b1, b2, lr, corrected)]) for c in ("early", "late")
-                         for corrected in (True, False)]
+                cells = [cell(loss[c][(b1, b2, lr, corrected)]) for c in checkpoints for corrected in (True, False)]
                 rows.append([f"{b2:g}", f"{b1:g}", f"{lr:.3g}", *cells])
     lines.append(format_table(rows, left_columns=0))
     for c, v in results["verdict"].items():
@@ -419,6 +449,10 @@ def summary(results: dict) -> str:
                  f"{'yes' if v['unstable_without_correction'] else 'no'}; stable with correction for every beta2: "
                  f"{'yes' if v['stable_with_correction'] else 'no'}; claim reproduced: "
                  f"{'yes' if results['claim_holds'] else 'no'}")
+    if v.get("corrected_worse_at"):
+        lines.append(f"  with correction, beta2={max(results['beta2']):g} is worse than {min(results['beta2']):g} at: "
+                     + ", ".join(f"beta1={p['beta1']:g} step {p['step_size']:.3g} ({p['ratio']:.3g}x)"
+                                 for p in v["corrected_worse_at"]))
     return "\n".join(lines)
 
 
@@ -434,9 +468,12 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    beta2, checkpoints = results["beta2"], results["checkpoints"]
-    fig, axes = plt.subplots(2, len(beta2), figsize=(max(7.2, 3.6 * len(beta2)), 6.6), dpi=110, squeeze=False)
-    loss = {c: {k: mean_loss(v) for k, v in losses_by_point(results["runs"], c).items()} for c in checkpoints}
+    beta2, checkpoints = results["beta2"], distinct_checkpoints(results["checkpoints"])
+    rows = len(checkpoints)
+    fig, axes = plt.subplots(rows, len(beta2), figsize=(max(7.2, 3.6 * len(beta2)), 0.4 + 3.1 * rows), dpi=110,
+                             squeeze=False)
+    by_seed = {c: losses_by_point(results["runs"], c) for c in checkpoints}
+    loss = {c: {k: mean_loss(v) for k, v in by_point.items()} for c, by_point in by_seed.items()}
     values = [v for by_point in loss.values() for v in by_point.values()]
     finite = [v for v in values if math.isfinite(v)] or [results["initial_loss"]]
     low = min(finite)
@@ -456,9 +493,17 @@ def plot(results: dict, path: Path) -> None:
                     color, ls = styles.get((corrected, b1), ("tab:gray", ":"))
                     label = f"{'with' if corrected else 'no'} correction, β1={b1:g}"
                     ax.plot(x, y, color=color, ls=ls, marker="o", ms=3, lw=1.3, label=label)
+                    seeds = [by_seed[name][(b1, b2, lr, corrected)] for lr in x]
+                    if any(len(v) > 1 for v in seeds):  # mean ± s.d. where the seeds trained, on the chart
+                        sd = np.array([np.std(v, ddof=1) if len(v) > 1 and np.all(np.isfinite(v)) else np.nan
+                                       for v in seeds])
+                        shown = np.isfinite(sd) & ~above
+                        ax.fill_between(x, np.where(shown, y - sd, np.nan), np.where(shown, y + sd, np.nan),
+                                        color=color, alpha=0.2, lw=0)
                     ax.plot(x[diverged], y[diverged], "x", color=color, ms=8, mew=2)
                     ax.plot(x[above], y[above], "^", color=color, ms=7)
-            ax.set_title(f"β2={b2:g}, after {iteration} iterations ({name})", fontsize=8)
+            epochs = iteration / (results["train_size"] // results["batch_size"])
+            ax.set_title(f"β2={b2:g}, after {iteration} iterations ({epochs:.3g} epochs, {name})", fontsize=8)
             ax.set_ylim(low * 0.95, ceiling * 1.04)
             ax.grid(alpha=0.3, which="both")
             ax.set_xscale("log")
