@@ -52,30 +52,49 @@ def smooth(values, window):
     return np.convolve(v, np.ones(window) / window, mode="valid")
 
 
+def mean_sd(r, key):
+    """A run's per-epoch values and their s.d. over its seeds (zeros for a single-seed run)."""
+    mean = np.asarray(r.get(key) or [np.nan], float)
+    return mean, np.asarray(r.get(f"{key}_sd") or np.zeros_like(mean), float)
+
+
+def plus_minus(r, key):
+    """The last epoch's value, ± its s.d. over the seeds where the run has several."""
+    mean, sd = mean_sd(r, key)
+    return f"{mean[-1]:.4g} ± {sd[-1]:.2g}" if f"{key}_sd" in r else f"{mean[-1]:.4g}"
+
+
 for results in comparisons:
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for r in results["runs"]:
+        name = r.get("arm", r["optimizer"])
         losses = np.asarray(r["iteration_loss"], float)
         every = int(r.get("iteration_loss_every") or 1)
         window = max(1, len(losses) // 60)
         y = smooth(losses, window)
-        x = (np.arange(len(y)) + window) * every
-        label = f"{r['optimizer']} (lr {r['learning_rate']:g})"
-        if r.get("diverged"):
-            label += ", diverged"
-        ax.plot(x, y, lw=1.3, label=label)
-    ax.set_yscale("log")
-    ax.set_xlabel("iterations")
-    ax.set_ylabel("training cost (minibatch, smoothed)")
-    ax.set_title(f"{results['experiment']}: {results.get('description', '')}", fontsize=8)
-    ax.legend(fontsize=8)
+        (line,) = left.plot((np.arange(len(y)) + window) * every, y, lw=1.2,
+                            label=f"{name} (lr {r['learning_rate']:g})" + (", diverged" if r.get("diverged") else ""))
+        cost, sd = mean_sd(r, "epoch_train_loss")
+        epochs = np.arange(1, len(cost) + 1)
+        right.plot(epochs, cost, lw=1.2, color=line.get_color())
+        right.fill_between(epochs, np.clip(cost - sd, cost / 10, None), cost + sd, color=line.get_color(), alpha=0.2)
+    left.set(yscale="log", xlabel="iterations", ylabel="training cost (minibatch, smoothed)")
+    right.set(yscale="log", xlabel="epochs", ylabel="training cost (whole set), mean ± s.d.")
+    left.legend(fontsize=7)
+    seeds = len(results.get("seeds") or [results.get("seed", 0)])
+    fig.suptitle(f"{results['experiment']} ({seeds} seed{'s' if seeds > 1 else ''}): "
+                 f"{results.get('description', '')}", fontsize=8)
     plt.show()
     print("claim:", results.get("claim", ""))
-    print(f"{'optimizer':16s} {'lr':>8s} {'final train cost':>17s} {'test accuracy':>14s}")
+    print(f"{'arm':18s} {'lr':>8s} {'final train cost':>22s} {'test accuracy':>20s}")
     for r in results["runs"]:
-        cost = r["epoch_train_loss"][-1] if r.get("epoch_train_loss") else float("nan")
-        acc = r["epoch_test_accuracy"][-1] if r.get("epoch_test_accuracy") else float("nan")
-        print(f"{r['optimizer']:16s} {r['learning_rate']:8g} {cost:17.4f} {acc:14.4f}")
+        print(f"{r.get('arm', r['optimizer']):18s} {r['learning_rate']:8g} {plus_minus(r, 'epoch_train_loss'):>22s} "
+              f"{plus_minus(r, 'epoch_test_accuracy'):>20s}")
+    for v in results.get("verdicts") or []:
+        print(f"  {v['claim']:28s} measured {v['measured']}  d = {v['mean_d']:+.4g} ± {v['sd_d']:.2g} "
+              f"over {v['seeds']} seeds: {'holds' if v['holds'] else 'does not hold'}")
+    if results.get("verdict_rule"):
+        print("  rule:", results["verdict_rule"])
 
 # %% [markdown]
 # ## The other experiments
@@ -90,6 +109,13 @@ for folder, results in others:
     print("  claim:", results.get("claim", ""))
     if "claim_holds" in results:
         print("  claim holds:", results["claim_holds"])
+    early = (results.get("verdict") or {}).get("early", {})
+    for half in ("unstable_without_correction", "stable_with_correction"):
+        if half in early:
+            print(f"  {half.replace('_', ' ')}: {early[half]}  ({early.get('rule', '')})")
+    for p in early.get("corrected_worse_at", []):
+        print(f"    corrected beta2={max(results['beta2']):g} slower than {min(results['beta2']):g} at "
+              f"beta1={p['beta1']:g}, step {p['step_size']:.3g}: {p['ratio']:.3f}x")
     pngs = sorted(folder.glob("*.png"))
     if pngs:  # redrawn at notebook resolution, to keep the notebook small
         image = plt.imread(pngs[0])
