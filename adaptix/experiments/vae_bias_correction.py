@@ -30,10 +30,11 @@ The default budget is the paper's: 500 hidden units, 50 latent dimensions,
 ``beta1`` in {0, 0.9}, ``beta2`` in {0.99, 0.999, 0.9999}, ``log10(step size)``
 from -5 to -1 in steps of 0.5, the loss read after 10 and 100 epochs. That is
 54 grid points x 2 variants x 100 epochs per seed, far beyond a 2-core CPU:
-``--epochs 10`` stops at the first checkpoint, 10 epochs (about an hour per seed
-there). ``--seeds N`` repeats the grid from N seeds (initialisation, minibatch
-order, noise) and the verdict uses the project's rule
-(:mod:`~adaptix.experiments.verdicts`) per grid point; ``--quick``: 100 and 10
+``--epochs 10`` stops at the first checkpoint, 10 epochs (about 40 minutes per
+seed there, both variants: 2.1 h for the committed three seeds). ``--seeds N``
+repeats the grid from N seeds (initialisation, minibatch order, noise) and the
+verdict uses the project's rule (:mod:`~adaptix.experiments.verdicts`) per grid
+point; ``--quick``: 100 and 10
 units, 30 and 150 iterations on 19,200 images, a 2 x 2 x 2 grid.
 """
 
