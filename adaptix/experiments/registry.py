@@ -279,8 +279,9 @@ EXPERIMENTS: dict[str, Experiment] = {
             model=lambda d, rngs: CNN(d.num_classes, input_dropout=0.2, rngs=rngs),
             optimizers=("adam", "adagrad-paper", "sgd-nesterov"),
             # --tune --tune-epochs 3 on the CPU subset (docs/experiments/cnn-cifar10/results.json; SGD-Nesterov
-            # tuned 0.01 at momentum 0.99); Optax-form adagrad: not tuned here
+            # tuned 0.01 at momentum 0.99, which trains without --tune too); Optax-form adagrad: not tuned here
             learning_rates={"adam": 1e-3, "adagrad-paper": 1e-3, "adagrad": 1e-2, "sgd-nesterov": 1e-2},
+            default_variants={"sgd-nesterov": "sgd-nesterov-0.99"},
             epochs=10,
             quick_epochs=3,
             uses_data=("cifar10",),
