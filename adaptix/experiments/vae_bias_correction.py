@@ -34,8 +34,8 @@ from -5 to -1 in steps of 0.5, the loss read after 10 and 100 epochs. That is
 seed there, both variants: 2.1 h for the committed three seeds). ``--seeds N``
 repeats the grid from N seeds (initialisation, minibatch order, noise) and the
 verdict uses the project's rule (:mod:`~adaptix.experiments.verdicts`) per grid
-point; ``--quick``: 100 and 10
-units, 30 and 150 iterations on 19,200 images, a 2 x 2 x 2 grid.
+point; ``--quick``: 100 and 10 units, 30 and 150 iterations on 19,200 images, a
+2 x 2 x 2 grid.
 """
 
 from __future__ import annotations

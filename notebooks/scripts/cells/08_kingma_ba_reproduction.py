@@ -17,6 +17,8 @@ QUICK = os.environ.get("ADAPTIX_QUICK", "0") == "1"
 import matplotlib.pyplot as plt
 import numpy as np
 
+from adaptix.experiments.verdicts import describe_verdicts
+
 plt.rcParams.update({"figure.dpi": 80, "axes.grid": True, "grid.alpha": 0.3})
 DOCS = Path.cwd().resolve().parent / "docs" / "experiments"
 # the paper's experiments, each in the folder of its name (not the later claims, nor variant runs such as
@@ -90,9 +92,8 @@ for results in comparisons:
     for r in results["runs"]:
         print(f"{r.get('arm', r['optimizer']):18s} {r['learning_rate']:8g} {plus_minus(r, 'epoch_train_loss'):>22s} "
               f"{plus_minus(r, 'epoch_test_accuracy'):>20s}")
-    for v in results.get("verdicts") or []:
-        print(f"  {v['claim']:28s} measured {v['measured']}  d = {v['mean_d']:+.4g} ± {v['sd_d']:.2g} "
-              f"over {v['seeds']} seeds: {'holds' if v['holds'] else 'does not hold'}")
+    for line in describe_verdicts(results.get("verdicts") or []):
+        print(" ", line)
     if results.get("verdict_rule"):
         print("  rule:", results["verdict_rule"])
 
